@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Sourced by tests/run.sh and lst_scripts/run_phases.sh: create or reuse .venv, install the pinned
+# requirements, build maskrcnn_benchmark._C (with CUDA where nvcc exists unless LST_CPU_ONLY=1),
+# and activate the environment. Each step is skipped when its inputs have not changed.
+set -euo pipefail
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$repo_root/.venv"
+python_bin="${PYTHON:-python3.11}"
+command -v "$python_bin" >/dev/null 2>&1 || python_bin=python3
+
+if [ ! -x "$venv/bin/python" ]; then
+  echo "[setup] creating $venv with $python_bin"
+  "$python_bin" -m venv "$venv"
+fi
+# shellcheck disable=SC1091
+source "$venv/bin/activate"
+
+stamp_dir="$venv/.lst-stamps"
+mkdir -p "$stamp_dir"
+
+req_hash=$(sha256sum "$repo_root/requirements.txt" | cut -d' ' -f1)
+if [ "$(cat "$stamp_dir/requirements" 2>/dev/null)" != "$req_hash" ]; then
+  echo "[setup] installing requirements.txt"
+  python -m pip install -q --upgrade pip
+  python -m pip install -q -r "$repo_root/requirements.txt"
+  echo "$req_hash" > "$stamp_dir/requirements"
+fi
+
+if [ -z "${LST_CPU_ONLY:-}" ] && [ -z "${FORCE_CUDA:-}" ] && { command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; }; then
+  export FORCE_CUDA=1
+fi
+build_mode="cpu"
+[ "${FORCE_CUDA:-0}" = "1" ] && build_mode="cuda:${TORCH_CUDA_ARCH_LIST:-default}"
+src_hash=$( (cd "$repo_root" && cat setup.py $(find csrc -type f | sort) | sha256sum | cut -d' ' -f1; echo "$build_mode"; python -c 'import torch; print(torch.__version__)') | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp_dir/extension" 2>/dev/null)" != "$src_hash" ] || ! ls "$repo_root"/maskrcnn_benchmark/_C*.so >/dev/null 2>&1; then
+  echo "[setup] building maskrcnn_benchmark._C ($build_mode); the first build takes several minutes"
+  (cd "$repo_root" && MAX_JOBS="${MAX_JOBS:-$(nproc)}" python setup.py -q build_ext --inplace)
+  echo "$src_hash" > "$stamp_dir/extension"
+fi
+
+site_packages=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if [ "$(cat "$site_packages/maskrcnn_benchmark-dev.pth" 2>/dev/null)" != "$repo_root" ]; then
+  # An editable install without a second build: the repo root on sys.path.
+  echo "$repo_root" > "$site_packages/maskrcnn_benchmark-dev.pth"
+fi

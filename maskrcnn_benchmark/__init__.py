@@ -1,0 +1,1 @@
+"""maskrcnn-benchmark on modern PyTorch, with Learning to Segment the Tail (LST)."""

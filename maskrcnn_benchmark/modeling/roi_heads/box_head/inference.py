@@ -1,0 +1,143 @@
+"""Box-head post-processing: scores and deltas of the RoIs -> per-class NMS'd detections."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from maskrcnn_benchmark.modeling.box_coder import BoxCoder
+from maskrcnn_benchmark.structures.bounding_box import BoxList
+from maskrcnn_benchmark.structures.boxlist_ops import boxlist_nms, cat_boxlist
+
+
+class PostProcessor(nn.Module):
+    """Turns class logits and box deltas of the RoIs into detections, as upstream:
+
+    softmax; decode the boxes of every class; clip to [0, W - 1] x [0, H - 1]; then per
+    foreground class j: keep scores > score_thresh, NMS (+1 IoU) at ``nms``; concatenate the
+    classes in order; if more than ``detections_per_img`` remain, keep every detection scoring
+    at least the detections_per_img-th best score (so ties can exceed the limit). The output
+    is grouped by class, not sorted by score, and small boxes are not removed.
+
+    Arguments:
+        score_thresh (float)
+        nms (float): per-class NMS IoU threshold.
+        detections_per_img (int): limit over all classes; <= 0 disables it.
+        box_coder (BoxCoder): decodes the deltas; weights (10, 10, 5, 5) by default.
+        cls_agnostic_bbox_reg (bool): deltas hold one foreground box (columns 4:8) for all classes.
+        bbox_aug_enabled (bool): skip thresholding and NMS; test-time augmentation does them
+            after merging the augmented predictions.
+    """
+
+    def __init__(
+        self,
+        score_thresh=0.05,
+        nms=0.5,
+        detections_per_img=100,
+        box_coder=None,
+        cls_agnostic_bbox_reg=False,
+        bbox_aug_enabled=False,
+    ):
+        super(PostProcessor, self).__init__()
+        self.score_thresh = score_thresh
+        self.nms = nms
+        self.detections_per_img = detections_per_img
+        self.box_coder = box_coder if box_coder is not None else BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
+        self.cls_agnostic_bbox_reg = cls_agnostic_bbox_reg
+        self.bbox_aug_enabled = bbox_aug_enabled
+
+    def forward(self, x, boxes):
+        """
+        Arguments:
+            x (tuple[Tensor, Tensor]): class logits (R, C) and box deltas (R, 4 * K) of the
+                RoIs of all images, in the order of ``boxes``.
+            boxes (list[BoxList]): the RoIs (xyxy) of each image.
+
+        Returns:
+            list[BoxList]: per image, the detections with the fields "scores" and "labels"
+            (with bbox_aug_enabled: every (RoI, class) box, (R * C, 4), with "scores" only).
+        """
+        class_logits, box_regression = x
+        class_prob = F.softmax(class_logits, -1)
+
+        image_shapes = [box.size for box in boxes]
+        boxes_per_image = [len(box) for box in boxes]
+        concat_boxes = torch.cat([a.bbox for a in boxes], dim=0)
+
+        if self.cls_agnostic_bbox_reg:
+            box_regression = box_regression[:, -4:]
+        proposals = self.box_coder.decode(
+            box_regression.view(sum(boxes_per_image), -1), concat_boxes
+        )
+        num_classes = class_prob.shape[1]
+        if self.cls_agnostic_bbox_reg:
+            proposals = proposals.repeat(1, num_classes)
+
+        results = []
+        for prob, boxes_per_img, image_shape in zip(
+            class_prob.split(boxes_per_image, dim=0),
+            proposals.split(boxes_per_image, dim=0),
+            image_shapes,
+        ):
+            boxlist = self.prepare_boxlist(boxes_per_img, prob, image_shape)
+            boxlist = boxlist.clip_to_image(remove_empty=False)
+            if not self.bbox_aug_enabled:
+                boxlist = self.filter_results(boxlist, num_classes)
+            results.append(boxlist)
+        return results
+
+    def prepare_boxlist(self, boxes, scores, image_shape):
+        """BoxList of every (RoI, class) box.
+
+        Arguments:
+            boxes (Tensor): (R, 4 * C); boxes[i, 4j:4j+4] is RoI i's box for class j.
+            scores (Tensor): (R, C) probabilities.
+            image_shape (tuple[int, int]): (width, height).
+
+        Returns:
+            BoxList of R * C boxes (RoI-major) with the field "scores".
+        """
+        boxlist = BoxList(boxes.reshape(-1, 4), image_shape, mode="xyxy")
+        boxlist.add_field("scores", scores.reshape(-1))
+        return boxlist
+
+    def filter_results(self, boxlist, num_classes):
+        """Score threshold and NMS per foreground class, then the per-image limit."""
+        boxes = boxlist.bbox.reshape(-1, num_classes * 4)
+        scores = boxlist.get_field("scores").reshape(-1, num_classes)
+        device = scores.device
+
+        result = []
+        inds_all = scores > self.score_thresh
+        for j in range(1, num_classes):
+            inds = inds_all[:, j].nonzero().squeeze(1)
+            boxlist_for_class = BoxList(boxes[inds, j * 4 : (j + 1) * 4], boxlist.size, mode="xyxy")
+            boxlist_for_class.add_field("scores", scores[inds, j])
+            boxlist_for_class = boxlist_nms(boxlist_for_class, self.nms)
+            boxlist_for_class.add_field(
+                "labels",
+                torch.full((len(boxlist_for_class),), j, dtype=torch.int64, device=device),
+            )
+            result.append(boxlist_for_class)
+
+        result = cat_boxlist(result)
+        number_of_detections = len(result)
+        if number_of_detections > self.detections_per_img > 0:
+            cls_scores = result.get_field("scores")
+            image_thresh, _ = torch.kthvalue(
+                cls_scores.cpu(), number_of_detections - self.detections_per_img + 1
+            )
+            keep = torch.nonzero(cls_scores >= image_thresh.item()).squeeze(1)
+            result = result[keep]
+        return result
+
+
+def make_roi_box_post_processor(cfg):
+    """PostProcessor configured by MODEL.ROI_HEADS, MODEL.CLS_AGNOSTIC_BBOX_REG and TEST.BBOX_AUG."""
+    roi_heads = cfg.MODEL.ROI_HEADS
+    return PostProcessor(
+        score_thresh=roi_heads.SCORE_THRESH,
+        nms=roi_heads.NMS,
+        detections_per_img=roi_heads.DETECTIONS_PER_IMG,
+        box_coder=BoxCoder(weights=roi_heads.BBOX_REG_WEIGHTS),
+        cls_agnostic_bbox_reg=cfg.MODEL.CLS_AGNOSTIC_BBOX_REG,
+        bbox_aug_enabled=cfg.TEST.BBOX_AUG.ENABLED,
+    )

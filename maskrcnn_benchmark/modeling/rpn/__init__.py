@@ -1,0 +1,1 @@
+"""Region Proposal Network (RPN)."""

@@ -1,0 +1,1 @@
+"""Shared data structures: BoxList, boxlist_ops, ImageList, SegmentationMask."""

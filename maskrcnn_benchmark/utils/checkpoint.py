@@ -1,0 +1,242 @@
+"""Save and resume training state; load pretrained weights from files, URLs and the model catalog.
+
+A checkpoint is ``{"model", "optimizer", "scheduler", <extra checkpointables>, **kwargs}`` written
+to ``<save_dir>/<name>.pth``; ``<save_dir>/last_checkpoint`` names the newest one. Both writes
+are atomic (temporary file in the same folder, fsync, rename), so a run killed while saving
+leaves the previous checkpoint and tag intact.
+
+Loading uses ``torch.load(weights_only=True)``, which accepts tensors, numbers, strings and
+containers but no other Python objects (unpickling those can run arbitrary code). Only this
+run's own checkpoints (files inside ``save_dir``) fall back to ``weights_only=False`` when they
+hold such objects, e.g. something passed to ``save(**kwargs)``; any other file is refused with an
+explanation of how to convert it.
+"""
+import logging
+import os
+import pickle
+import uuid
+from collections.abc import Mapping
+
+import torch
+
+from maskrcnn_benchmark.utils.c2_model_loading import load_c2_format
+from maskrcnn_benchmark.utils.comm import is_main_process
+from maskrcnn_benchmark.utils.imports import import_file
+from maskrcnn_benchmark.utils.miscellaneous import atomic_write_text
+from maskrcnn_benchmark.utils.model_serialization import load_state_dict
+from maskrcnn_benchmark.utils.model_zoo import cache_url
+
+LAST_CHECKPOINT_TAG = "last_checkpoint"
+
+
+def _fsync_directory(directory):
+    """Make a rename inside ``directory`` durable (POSIX)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_torch_save(obj, path):
+    """``torch.save(obj, path)`` such that ``path`` holds either its old content or the complete new one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp_path = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp_path, "xb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+    _fsync_directory(directory)
+
+
+def _is_inside(path, directory):
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return os.path.commonpath([path, directory]) == directory
+
+
+def _torch_load(f, allow_python_objects):
+    """torch.load on the CPU with weights_only=True; with ``allow_python_objects``, retry without it."""
+    try:
+        return torch.load(f, map_location=torch.device("cpu"), weights_only=True)
+    except pickle.UnpicklingError as error:
+        if not allow_python_objects:
+            raise pickle.UnpicklingError(
+                f"{f} holds Python objects besides tensors, numbers, strings and containers, which "
+                f"torch.load(weights_only=True) refuses because unpickling them can run arbitrary "
+                f"code. If you trust the file, convert it once to plain weights and load that "
+                f"instead: python -c \"import torch; c = torch.load('{f}', weights_only=False); "
+                f"torch.save({{'model': c['model']}}, 'weights.pth')\""
+            ) from error
+    logging.getLogger(__name__).warning(
+        "%s holds Python objects besides tensors; loading it with weights_only=False because it is "
+        "this run's own checkpoint", f)
+    return torch.load(f, map_location=torch.device("cpu"), weights_only=False)
+
+
+class Checkpointer:
+    """Saves and restores a model with its optimizer, scheduler and any extra stateful objects.
+
+    Args:
+        model (nn.Module): possibly wrapped in (Distributed)DataParallel.
+        optimizer, scheduler: restored when a checkpoint holds their state.
+        save_dir (str): folder of the ``.pth`` files and of the ``last_checkpoint`` tag; ""
+            disables saving and resuming.
+        save_to_disk (bool or None): whether :meth:`save` writes; None means on the main
+            process only (upstream passes ``get_rank() == 0``).
+        logger (logging.Logger, optional)
+        **extra_checkpointables: further objects with ``state_dict()`` / ``load_state_dict()``
+            (a GradScaler, a sampler's position, ...), saved and restored under their keyword.
+    """
+
+    def __init__(self, model, optimizer=None, scheduler=None, save_dir="", save_to_disk=None,
+                 logger=None, **extra_checkpointables):
+        for name, obj in extra_checkpointables.items():
+            if not (callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))):
+                raise TypeError(
+                    f"extra checkpointable '{name}' ({type(obj).__name__}) needs state_dict() and "
+                    f"load_state_dict() methods"
+                )
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.extra_checkpointables = extra_checkpointables
+        self.save_dir = save_dir
+        self.save_to_disk = is_main_process() if save_to_disk is None else save_to_disk
+        self.logger = logger if logger is not None else logging.getLogger(__name__)
+
+    def _stateful_objects(self):
+        """(name, object or None) for every state restored from and written to a checkpoint."""
+        return [("optimizer", self.optimizer), ("scheduler", self.scheduler),
+                *self.extra_checkpointables.items()]
+
+    def save(self, name, **kwargs):
+        """Write ``<save_dir>/<name>.pth`` (model, optimizer, scheduler, extras and ``kwargs``,
+        e.g. ``iteration``) and tag it as the last checkpoint."""
+        if not self.save_dir or not self.save_to_disk:
+            return
+        clashes = sorted(set(kwargs) & ({"model"} | {key for key, _ in self._stateful_objects()}))
+        if clashes:
+            raise ValueError(f"save() keyword(s) {clashes} would overwrite the checkpoint's own entries; rename them")
+        data = {"model": self.model.state_dict()}
+        for key, obj in self._stateful_objects():
+            if obj is not None:
+                data[key] = obj.state_dict()
+        data.update(kwargs)
+        save_file = os.path.join(self.save_dir, f"{name}.pth")
+        self.logger.info("Saving checkpoint to %s", save_file)
+        atomic_torch_save(data, save_file)
+        self.tag_last_checkpoint(save_file)
+
+    def load(self, f=None, use_latest=True):
+        """Load the last checkpoint of ``save_dir`` if ``use_latest`` and one is tagged, else ``f``.
+
+        Returns the checkpoint's remaining entries (e.g. ``{"iteration": 90000}``), or {} when
+        there is nothing to load. ``f`` may be a path (str or os.PathLike), or for a
+        DetectronCheckpointer also an http(s) URL or a ``catalog://`` name.
+        """
+        f = os.fspath(f) if f else f
+        if use_latest and self.has_checkpoint():
+            latest = self.get_checkpoint_file()
+            if latest and not os.path.exists(latest):
+                raise FileNotFoundError(
+                    f"{os.path.join(self.save_dir, LAST_CHECKPOINT_TAG)} names {latest}, which does "
+                    f"not exist. Restore that file to resume, or delete the last_checkpoint file to "
+                    f"start from {f or 'scratch'} instead."
+                )
+            f = latest or f
+        if not f:
+            self.logger.info("No checkpoint found. Initializing model from scratch")
+            return {}
+        self.logger.info("Loading checkpoint from %s", f)
+        checkpoint = self._load_file(f)
+        self._load_model(checkpoint)
+        for name, obj in self._stateful_objects():
+            if name not in checkpoint:
+                continue
+            state = checkpoint.pop(name)
+            if obj is not None:
+                self.logger.info("Loading %s from %s", name, f)
+                obj.load_state_dict(state)
+        return checkpoint
+
+    def has_checkpoint(self):
+        return bool(self.save_dir) and os.path.exists(os.path.join(self.save_dir, LAST_CHECKPOINT_TAG))
+
+    def get_checkpoint_file(self):
+        """Path of the tagged checkpoint, or "" if there is no tag.
+
+        Tags hold a path relative to ``save_dir``; upstream's absolute paths are read too and, if
+        the folder has moved since, looked up by file name in ``save_dir``.
+        """
+        try:
+            with open(os.path.join(self.save_dir, LAST_CHECKPOINT_TAG)) as tag:
+                tagged = tag.read().strip()
+        except OSError:  # no tag, or removed by another process meanwhile
+            return ""
+        if not tagged:
+            return ""
+        if not os.path.isabs(tagged):
+            return os.path.join(self.save_dir, tagged)
+        moved = os.path.join(self.save_dir, os.path.basename(tagged))
+        if not os.path.exists(tagged) and os.path.exists(moved):
+            self.logger.info("%s no longer exists; using %s from the same folder", tagged, moved)
+            return moved
+        return tagged
+
+    def tag_last_checkpoint(self, last_filename):
+        """Record ``last_filename`` in ``<save_dir>/last_checkpoint``, relative to ``save_dir`` when inside it."""
+        if _is_inside(last_filename, self.save_dir):
+            recorded = os.path.relpath(os.path.realpath(last_filename), os.path.realpath(self.save_dir))
+        else:
+            recorded = os.path.abspath(last_filename)
+        atomic_write_text(os.path.join(self.save_dir, LAST_CHECKPOINT_TAG), recorded)
+
+    def _load_file(self, f):
+        """A checkpoint dict with a "model" entry from a ``.pth`` file (bare state dicts get wrapped)."""
+        if not os.path.isfile(f):
+            raise FileNotFoundError(
+                f"Checkpoint file {f} does not exist. Check MODEL.WEIGHT (or the path passed to "
+                f"load()); DetectronCheckpointer also accepts http(s) URLs and catalog:// names."
+            )
+        loaded = _torch_load(f, allow_python_objects=bool(self.save_dir) and _is_inside(f, self.save_dir))
+        if not isinstance(loaded, Mapping):
+            raise TypeError(
+                f"{f} holds a {type(loaded).__name__}, not a state dict: save model.state_dict() "
+                f"(or a dict with a 'model' entry) instead of the object itself"
+            )
+        return dict(loaded) if "model" in loaded else {"model": loaded}
+
+    def _load_model(self, checkpoint):
+        load_state_dict(self.model, checkpoint.pop("model"))
+
+
+class DetectronCheckpointer(Checkpointer):
+    """A Checkpointer whose :meth:`load` also takes ``catalog://`` names, http(s) URLs and Caffe2 ``.pkl`` files."""
+
+    def __init__(self, cfg, model, optimizer=None, scheduler=None, save_dir="", save_to_disk=None,
+                 logger=None, **extra_checkpointables):
+        super().__init__(model, optimizer, scheduler, save_dir, save_to_disk, logger, **extra_checkpointables)
+        self.cfg = cfg.clone()
+
+    def _load_file(self, f):
+        if f.startswith("catalog://"):
+            paths_catalog = import_file("maskrcnn_benchmark.config.paths_catalog", self.cfg.PATHS_CATALOG, True)
+            catalog_f = paths_catalog.ModelCatalog.get(f[len("catalog://"):])
+            self.logger.info("%s points to %s", f, catalog_f)
+            f = catalog_f
+        if f.startswith(("http://", "https://")):
+            cached_f = cache_url(f)
+            self.logger.info("url %s cached in %s", f, cached_f)
+            f = cached_f
+        if f.endswith(".pkl"):
+            if not os.path.isfile(f):
+                raise FileNotFoundError(f"Caffe2 weights file {f} does not exist. Check MODEL.WEIGHT.")
+            return load_c2_format(self.cfg, f)
+        return super()._load_file(f)
