@@ -320,9 +320,9 @@ def _without_threshold_ties(boxes, scores, threshold_fraction):
     widths = corners[:, 2] - corners[:, 0] + 1
     heights = corners[:, 3] - corners[:, 1] + 1
     areas = widths * heights
-    overlap_w = (torch.min(corners[:, None, 2], corners[None, :, 2]) - torch.max(corners[:, None, 0], corners[None, :, 0]) + 1).clamp(min=0)
-    overlap_h = (torch.min(corners[:, None, 3], corners[None, :, 3]) - torch.max(corners[:, None, 1], corners[None, :, 1]) + 1).clamp(min=0)
-    intersection = overlap_w * overlap_h
+    low = torch.max(corners[:, None, :2], corners[None, :, :2])
+    high = torch.min(corners[:, None, 2:], corners[None, :, 2:])
+    intersection = (high - low + 1).clamp(min=0).prod(dim=2)
     union = areas[:, None] + areas[None, :] - intersection
     tie = intersection * denominator == union * numerator
     tie.fill_diagonal_(False)
@@ -363,9 +363,10 @@ def test_nms_layer_on_cuda():
 
 
 def _focal_inputs(num_rows, num_classes, dtype, scale=4.0):
-    """Logits (N, C) and int32 targets in -1..C (-1 ignored, 0 background)."""
+    """Logits (N, C) and int32 targets in -1..C (-1 ignored, 0 background); every 7th row ignored."""
     logits = torch.randn(num_rows, num_classes, dtype=dtype) * scale
     targets = torch.randint(-1, num_classes + 1, (num_rows,), dtype=torch.int32)
+    targets[::7] = -1
     return logits, targets
 
 
@@ -401,7 +402,7 @@ def test_sigmoid_focal_loss_matches_torchvision(num_rows, num_classes, gamma, al
     losses = _C().sigmoid_focalloss_forward(logits, targets, num_classes, gamma, alpha)
     d_logits = _C().sigmoid_focalloss_backward(logits, targets, d_losses, num_classes, gamma, alpha)
 
-    reference_logits = logits.double().requires_grad_()
+    reference_logits = logits.double().clone().requires_grad_()
     reference = _torchvision_focal_loss(reference_logits, targets, gamma, alpha)
     (reference_grad,) = torch.autograd.grad(reference, reference_logits, d_losses.double())
     assert losses.shape == d_logits.shape == logits.shape
@@ -422,7 +423,7 @@ def test_sigmoid_focal_loss_is_finite_for_extreme_logits(dtype):
     d_logits = _C().sigmoid_focalloss_backward(logits, targets, d_losses, 4, 2.0, 0.25)
     assert bool(torch.isfinite(losses).all()) and bool(torch.isfinite(d_logits).all())
 
-    reference_logits = logits.double().requires_grad_()
+    reference_logits = logits.double().clone().requires_grad_()
     reference = _log_sigmoid_focal_loss(reference_logits, targets, 2.0, 0.25)
     (reference_grad,) = torch.autograd.grad(reference, reference_logits, d_losses.double())
     torch.testing.assert_close(losses, reference.detach().to(dtype), **TOLERANCES[dtype])

@@ -18,7 +18,7 @@ def random_rois(num_rois, num_images, image_height, image_width, generator, dtyp
     return torch.cat([batch_index, boxes], dim=1)
 
 
-def make_case(dtype, spatial_scale, num_rois=12, num_images=2, channels=3, height=13, width=17, seed=0):
+def make_case(dtype, spatial_scale, num_rois=12, num_images=2, channels=5, height=13, width=17, seed=0):
     generator = torch.Generator().manual_seed(seed)
     features = torch.randn(num_images, channels, height, width, dtype=dtype, generator=generator)
     rois = random_rois(num_rois, num_images, height / spatial_scale, width / spatial_scale, generator, dtype)
@@ -50,7 +50,7 @@ def test_forward_and_backward_match_torchvision(dtype, spatial_scale, sampling_r
 
 
 def test_larger_feature_map_with_many_rois_matches_torchvision():
-    features, rois = make_case(torch.float32, 0.25, num_rois=300, num_images=2, channels=16, height=50, width=68)
+    features, rois = make_case(torch.float32, 0.25, num_rois=300, num_images=2, channels=18, height=50, width=68)
     ours_input = features.clone().requires_grad_()
     ref_input = features.clone().requires_grad_()
     ours = roi_align(ours_input, rois, (7, 7), 0.25, 2)

@@ -7,7 +7,7 @@ from maskrcnn_benchmark.layers import ROIPool, roi_pool
 from maskrcnn_benchmark.layers._C_loader import _C
 
 
-def make_case(dtype, spatial_scale, num_rois=12, num_images=2, channels=3, height=13, width=17, seed=0):
+def make_case(dtype, spatial_scale, num_rois=12, num_images=2, channels=5, height=13, width=17, seed=0):
     """Random features and (K, 5) RoIs in image pixels, some partly or fully outside the image, some tiny."""
     generator = torch.Generator().manual_seed(seed)
     features = torch.randn(num_images, channels, height, width, dtype=dtype, generator=generator)

@@ -101,6 +101,8 @@ void max_pool_plane(const T* plane, int64_t width, const RoIPoolBins& bins, int6
 std::tuple<at::Tensor, at::Tensor> ROIPool_forward_cpu(const at::Tensor& input, const at::Tensor& rois,
                                                        double spatial_scale, int64_t pooled_height,
                                                        int64_t pooled_width) {
+  TORCH_CHECK(input.device().is_cpu(), "ROIPool_forward: tensors on ", input.device(),
+              " are not supported; use CPU or CUDA tensors");
   const int64_t num_images = input.size(0);
   const int64_t channels = input.size(1);
   const int64_t height = input.size(2);
@@ -132,10 +134,13 @@ std::tuple<at::Tensor, at::Tensor> ROIPool_forward_cpu(const at::Tensor& input, 
   return std::make_tuple(output, argmax);
 }
 
-at::Tensor ROIPool_backward_cpu(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& rois,
-                                const at::Tensor& argmax, double spatial_scale, int64_t pooled_height,
+// input and spatial_scale belong to upstream's signature; argmax already locates the maximum of every bin.
+at::Tensor ROIPool_backward_cpu(const at::Tensor& grad, const at::Tensor& /*input*/, const at::Tensor& rois,
+                                const at::Tensor& argmax, double /*spatial_scale*/, int64_t pooled_height,
                                 int64_t pooled_width, int64_t batch_size, int64_t channels, int64_t height,
                                 int64_t width) {
+  TORCH_CHECK(grad.device().is_cpu(), "ROIPool_backward: tensors on ", grad.device(),
+              " are not supported; use CPU or CUDA tensors");
   const auto rois_of_image = mrcnn::group_rois_by_image(rois, batch_size, "ROIPool_backward");
   auto grad_input = at::zeros({batch_size, channels, height, width}, grad.options());
   if (grad.numel() == 0) {

@@ -2,8 +2,10 @@
 // c in 1..C for the class whose logit is column c - 1, and negative values for ignored rows.
 //
 // With p = sigmoid(x) and q = 1 - p = sigmoid(-x):
-//   positive column:  loss = -alpha * q^gamma * log(p)            d/dx = -alpha * q^gamma * (q - gamma * p * log(p))
-//   negative column:  loss = -(1 - alpha) * p^gamma * log(q)      d/dx = -(1 - alpha) * p^gamma * (gamma * q * log(q) - p)
+//   positive column:  loss = -alpha * q^gamma * log(p)
+//                     d/dx = -alpha * q^gamma * (q - gamma * p * log(p))
+//   negative column:  loss = -(1 - alpha) * p^gamma * log(q)
+//                     d/dx = -(1 - alpha) * p^gamma * (gamma * q * log(q) - p)
 // log(p) and log(q) are computed as stable log-sigmoids; ignored rows get zero loss and zero gradient.
 #include "cpu/vision.h"
 
@@ -43,6 +45,8 @@ void for_each_element(const int32_t* targets, int64_t num_rows, int64_t num_clas
 
 at::Tensor SigmoidFocalLoss_forward_cpu(const at::Tensor& logits, const at::Tensor& targets, int64_t num_classes,
                                         double gamma, double alpha) {
+  TORCH_CHECK(logits.device().is_cpu(), "SigmoidFocalLoss_forward: tensors on ", logits.device(),
+              " are not supported; use CPU or CUDA tensors");
   auto losses = at::empty_like(logits);
   AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "SigmoidFocalLoss_forward_cpu", [&] {
     const scalar_t* x = logits.data_ptr<scalar_t>();
@@ -66,6 +70,8 @@ at::Tensor SigmoidFocalLoss_forward_cpu(const at::Tensor& logits, const at::Tens
 at::Tensor SigmoidFocalLoss_backward_cpu(const at::Tensor& logits, const at::Tensor& targets,
                                          const at::Tensor& d_losses, int64_t num_classes, double gamma,
                                          double alpha) {
+  TORCH_CHECK(logits.device().is_cpu(), "SigmoidFocalLoss_backward: tensors on ", logits.device(),
+              " are not supported; use CPU or CUDA tensors");
   auto d_logits = at::empty_like(logits);
   AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "SigmoidFocalLoss_backward_cpu", [&] {
     const scalar_t* x = logits.data_ptr<scalar_t>();

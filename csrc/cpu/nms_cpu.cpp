@@ -2,8 +2,9 @@
 // ascending index), areas and intersections use the +1 pixel convention, a box is suppressed when its IoU with a kept
 // box is >= threshold, and the kept indices are returned in ascending index order.
 //
-// The boxes are copied in score order into separate coordinate arrays. After each kept box, the surviving candidates
-// are compacted in place, so later passes touch only boxes that are still alive, with contiguous memory access.
+// The boxes are copied in score order into separate coordinate arrays, so that the IoUs of a kept box against all
+// later candidates form one branch-free, vectorisable loop. Suppressed candidates are compacted away every few kept
+// boxes, so later passes mostly touch boxes that are still alive.
 #include "cpu/vision.h"
 
 #include <algorithm>
@@ -12,64 +13,91 @@
 
 namespace {
 
-// Candidate boxes in score order, one array per field.
+// Kept boxes between two compactions of the candidate arrays.
+constexpr int64_t kKeptPerCompaction = 32;
+
+// Candidate boxes in score order, one array per field, with a suppression flag.
 template <typename T>
 struct Candidates {
   std::vector<T> x1, y1, x2, y2, area;
   std::vector<int64_t> index;
+  std::vector<uint8_t> suppressed;
 
-  void move(int64_t from, int64_t to) {
-    x1[to] = x1[from];
-    y1[to] = y1[from];
-    x2[to] = x2[from];
-    y2[to] = y2[from];
-    area[to] = area[from];
-    index[to] = index[from];
+  Candidates(const T* boxes, const std::vector<int64_t>& order)
+      : x1(order.size()), y1(order.size()), x2(order.size()), y2(order.size()), area(order.size()),
+        index(order), suppressed(order.size(), 0) {
+    for (size_t i = 0; i < order.size(); ++i) {
+      const T* box = boxes + order[i] * 4;
+      x1[i] = box[0];
+      y1[i] = box[1];
+      x2[i] = box[2];
+      y2[i] = box[3];
+      area[i] = (box[2] - box[0] + 1) * (box[3] - box[1] + 1);
+    }
+  }
+
+  // Flags every candidate in [begin, end) whose IoU with candidate i is >= thresh.
+  void suppress_overlaps(int64_t i, int64_t begin, int64_t end, T thresh) {
+    const T ix1 = x1[i], iy1 = y1[i], ix2 = x2[i], iy2 = y2[i], iarea = area[i];
+    const T* __restrict__ bx1 = x1.data();
+    const T* __restrict__ by1 = y1.data();
+    const T* __restrict__ bx2 = x2.data();
+    const T* __restrict__ by2 = y2.data();
+    const T* __restrict__ barea = area.data();
+    uint8_t* __restrict__ flag = suppressed.data();
+    for (int64_t j = begin; j < end; ++j) {
+      const T w = std::max(T(0), std::min(ix2, bx2[j]) - std::max(ix1, bx1[j]) + 1);
+      const T h = std::max(T(0), std::min(iy2, by2[j]) - std::max(iy1, by1[j]) + 1);
+      const T inter = w * h;
+      const T iou = inter / (iarea + barea[j] - inter);
+      flag[j] |= static_cast<uint8_t>(iou >= thresh);
+    }
+  }
+
+  // Moves the unsuppressed candidates of [begin, end) to the front of that range; returns the new end.
+  int64_t compact(int64_t begin, int64_t end) {
+    int64_t out = begin;
+    for (int64_t j = begin; j < end; ++j) {
+      if (!suppressed[j]) {
+        x1[out] = x1[j];
+        y1[out] = y1[j];
+        x2[out] = x2[j];
+        y2[out] = y2[j];
+        area[out] = area[j];
+        index[out] = index[j];
+        suppressed[out] = 0;
+        ++out;
+      }
+    }
+    return out;
   }
 };
 
 template <typename T>
 std::vector<uint8_t> nms_keep_mask(const at::Tensor& dets, const at::Tensor& scores, double threshold) {
   const int64_t num_boxes = dets.size(0);
-  const T* boxes = dets.data_ptr<T>();
   const T* score = scores.data_ptr<T>();
-
   std::vector<int64_t> order(num_boxes);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [score](int64_t a, int64_t b) { return score[a] > score[b]; });
-
-  Candidates<T> c;
-  for (auto* field : {&c.x1, &c.y1, &c.x2, &c.y2, &c.area}) {
-    field->resize(num_boxes);
-  }
-  c.index = order;
-  for (int64_t i = 0; i < num_boxes; ++i) {
-    const T* box = boxes + order[i] * 4;
-    c.x1[i] = box[0];
-    c.y1[i] = box[1];
-    c.x2[i] = box[2];
-    c.y2[i] = box[3];
-    c.area[i] = (box[2] - box[0] + 1) * (box[3] - box[1] + 1);
-  }
+  Candidates<T> candidates(dets.data_ptr<T>(), order);
 
   // Upstream's kernel takes the threshold as a float, also for float64 boxes.
   const T thresh = static_cast<T>(static_cast<float>(threshold));
   std::vector<uint8_t> keep(num_boxes, 0);
-  int64_t alive = num_boxes;
-  for (int64_t i = 0; i < alive; ++i) {
-    // Candidate i survived every higher-scoring kept box, so it is kept.
-    keep[c.index[i]] = 1;
-    const T ix1 = c.x1[i], iy1 = c.y1[i], ix2 = c.x2[i], iy2 = c.y2[i], iarea = c.area[i];
-    int64_t survivors = i + 1;
-    for (int64_t j = i + 1; j < alive; ++j) {
-      const T w = std::max(T(0), std::min(ix2, c.x2[j]) - std::max(ix1, c.x1[j]) + 1);
-      const T h = std::max(T(0), std::min(iy2, c.y2[j]) - std::max(iy1, c.y1[j]) + 1);
-      const T inter = w * h;
-      const T iou = inter / (iarea + c.area[j] - inter);
-      c.move(j, survivors);
-      survivors += !(iou >= thresh);
+  int64_t end = num_boxes;
+  int64_t kept_since_compaction = 0;
+  for (int64_t i = 0; i < end; ++i) {
+    if (candidates.suppressed[i]) {
+      continue;
     }
-    alive = survivors;
+    // Candidate i survived every higher-scoring kept box, so it is kept.
+    keep[candidates.index[i]] = 1;
+    candidates.suppress_overlaps(i, i + 1, end, thresh);
+    if (++kept_since_compaction == kKeptPerCompaction) {
+      end = candidates.compact(i + 1, end);
+      kept_since_compaction = 0;
+    }
   }
   return keep;
 }
@@ -77,11 +105,14 @@ std::vector<uint8_t> nms_keep_mask(const at::Tensor& dets, const at::Tensor& sco
 }  // namespace
 
 at::Tensor nms_cpu(const at::Tensor& dets, const at::Tensor& scores, double threshold) {
+  TORCH_CHECK(dets.device().is_cpu(), "nms: tensors on ", dets.device(),
+              " are not supported; use CPU or CUDA tensors");
   if (dets.size(0) == 0) {
     return at::empty({0}, dets.options().dtype(at::kLong));
   }
   std::vector<uint8_t> keep;
-  AT_DISPATCH_FLOATING_TYPES(dets.scalar_type(), "nms_cpu", [&] { keep = nms_keep_mask<scalar_t>(dets, scores, threshold); });
+  AT_DISPATCH_FLOATING_TYPES(dets.scalar_type(), "nms_cpu",
+                             [&] { keep = nms_keep_mask<scalar_t>(dets, scores, threshold); });
   const int64_t num_kept = std::count(keep.begin(), keep.end(), uint8_t(1));
   auto kept = at::empty({num_kept}, dets.options().dtype(at::kLong));
   int64_t* kept_data = kept.data_ptr<int64_t>();

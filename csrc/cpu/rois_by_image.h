@@ -1,6 +1,6 @@
 // Validation and grouping of RoIs by image, shared by the CPU RoI kernels.
 #pragma once
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 
 #include <cmath>
 #include <vector>

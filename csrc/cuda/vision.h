@@ -1,6 +1,6 @@
 // CUDA kernels of maskrcnn_benchmark._C. Inputs are validated by the dispatch headers in csrc/.
 #pragma once
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 
 #include <tuple>
 

@@ -3,7 +3,7 @@ from torch import nn
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
-from maskrcnn_benchmark.layers._C_loader import _C
+from maskrcnn_benchmark.layers._C_loader import _C, float32_under_autocast
 
 
 class _SigmoidFocalLoss(Function):
@@ -28,7 +28,10 @@ class _SigmoidFocalLoss(Function):
         return d_logits, None, None, None
 
 
-sigmoid_focal_loss = _SigmoidFocalLoss.apply
+def sigmoid_focal_loss(logits, targets, gamma, alpha):
+    """Differentiable element-wise focal loss, see :class:`_SigmoidFocalLoss`; runs in float32 under autocast."""
+    (logits,) = float32_under_autocast(logits)
+    return _SigmoidFocalLoss.apply(logits, targets, gamma, alpha)
 
 
 class SigmoidFocalLoss(nn.Module):
