@@ -8,8 +8,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from maskrcnn_benchmark.utils import comm
+from maskrcnn_benchmark.utils.collect_env import collect_env_info
 from maskrcnn_benchmark.utils.env import setup_custom_environment
 from maskrcnn_benchmark.utils.imports import import_file
+from maskrcnn_benchmark.utils.logger import setup_logger
 from maskrcnn_benchmark.utils.metric_logger import MetricLogger, SmoothedValue
 from maskrcnn_benchmark.utils.miscellaneous import atomic_write_text
 from maskrcnn_benchmark.utils.registry import Registry
@@ -137,3 +139,20 @@ def test_import_file_and_custom_environment(tmp_path, monkeypatch):
     assert os.environ["LST_TEST_HOOK"] == "ran"
     with pytest.raises(FileNotFoundError, match="TORCH_DETECTRON_ENV_MODULE"):
         setup_custom_environment(str(tmp_path / "missing.py"))
+
+
+def test_setup_logger_writes_on_main_process_only(tmp_path):
+    main_logger = setup_logger("lst.test.main", str(tmp_path / "main"), distributed_rank=0)
+    main_logger.info("hello from rank 0")
+    other_logger = setup_logger("lst.test.other", str(tmp_path / "other"), distributed_rank=1)
+    other_logger.info("hello from rank 1")
+    for handler in main_logger.handlers:
+        handler.flush()
+    assert "hello from rank 0" in (tmp_path / "main" / "log.txt").read_text()
+    assert not (tmp_path / "other").exists()
+
+
+def test_collect_env_info_reports_torch_and_extension():
+    info = collect_env_info()
+    assert f"PyTorch version: {torch.__version__}" in info
+    assert "maskrcnn_benchmark._C: built" in info

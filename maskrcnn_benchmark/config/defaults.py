@@ -75,7 +75,8 @@ _C.DATALOADER.SAMPLER = ""
 # LST: repeat-factor threshold t; image repeat r = max over its categories of max(1, sqrt(t / f_c)),
 # f_c = fraction of training images containing category c (LVIS paper; 0.001 as in the RFS baseline).
 _C.DATALOADER.REPEAT_THRESHOLD = 0.001
-# LST: seed of the LST samplers' random draws (the upstream samplers are not affected).
+# Seed of every training sampler's draws (shuffle order, repeat-factor rounding, class-aware picks),
+# combined with the epoch; our addition, so that runs are reproducible and resume exactly.
 _C.DATALOADER.SEED = 0
 
 # ---------------------------------------------------------------------------

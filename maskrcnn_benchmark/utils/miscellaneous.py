@@ -28,7 +28,7 @@ def atomic_write_text(path, text):
 
 
 def save_labels(dataset_list, output_dir):
-    """Write ``labels.json``: contiguous training label -> category name, from every dataset."""
+    """Write ``labels.json``: category id -> category name, from every dataset (as upstream)."""
     if not is_main_process():
         return
     logger = logging.getLogger(__name__)

@@ -1,0 +1,241 @@
+"""Data loaders from the config: datasets from the DatasetCatalog, samplers, batching.
+
+Training: one loader over all DATASETS.TRAIN (concatenated), SOLVER.IMS_PER_BATCH / world size
+images per process, SOLVER.MAX_ITER iterations, resumable at ``start_iter``. Test: one loader
+per DATASETS.TEST entry, TEST.IMS_PER_BATCH / world size images per process, one pass.
+
+Additions to upstream:
+* DATALOADER.SAMPLER selects the training sampler ("" = upstream's, or the LST baselines'
+  "RepeatFactorSampler" / "ClassAwareSampler").
+* Every training sampler is seeded from DATALOADER.SEED, the default one included (a seeded
+  permutation per epoch, where upstream used an unseeded RandomSampler on a single process), and
+  resuming at ``start_iter`` yields exactly the index batches an uninterrupted run yields at
+  those iterations (see IterationBasedBatchSampler).
+"""
+import bisect
+import logging
+
+import torch.utils.data
+
+from maskrcnn_benchmark.utils.comm import get_rank, get_world_size
+from maskrcnn_benchmark.utils.imports import import_file
+from maskrcnn_benchmark.utils.miscellaneous import save_labels
+
+from . import datasets as D
+from . import samplers
+from .collate_batch import BatchCollator
+from .transforms import build_transforms
+
+# DATALOADER.SAMPLER values: "" is upstream's random (or distributed) sampler.
+TRAIN_SAMPLERS = ("", "RepeatFactorSampler", "ClassAwareSampler", "BalancedReplaySampler")
+
+# Dataset classes that take remove_images_without_annotations (set to is_train).
+_FILTERING_DATASETS = ("COCODataset", "LVISDataset")
+
+
+def build_dataset(dataset_list, transforms, dataset_catalog, is_train=True):
+    """Datasets named in ``dataset_list`` (DatasetCatalog names).
+
+    Arguments:
+        dataset_list (list[str]): e.g. ("coco_2014_train", "coco_2014_valminusminival").
+        transforms (callable): applied to each (image, target).
+        dataset_catalog: has ``get(name)`` -> {"factory": class name in data.datasets,
+            "args": constructor arguments}.
+        is_train (bool): training drops images without annotations and concatenates all
+            datasets into one; testing returns one dataset per name.
+
+    Returns a list of datasets (a single one in training).
+    """
+    if not isinstance(dataset_list, (list, tuple)):
+        raise RuntimeError("dataset_list should be a list of strings, got {}".format(dataset_list))
+    if len(dataset_list) == 0:
+        raise ValueError(
+            "No dataset to build: set DATASETS.{} to names from the DatasetCatalog".format(
+                "TRAIN" if is_train else "TEST"
+            )
+        )
+    datasets = []
+    for dataset_name in dataset_list:
+        data = dataset_catalog.get(dataset_name)
+        factory_name = data["factory"]
+        factory = getattr(D, factory_name, None)
+        if factory is None:
+            raise ValueError(
+                "Dataset '{}': unknown factory '{}'; known: {}".format(
+                    dataset_name, factory_name, ", ".join(D.__all__)
+                )
+            )
+        args = dict(data["args"])
+        if factory_name in _FILTERING_DATASETS:
+            args["remove_images_without_annotations"] = is_train
+        args["transforms"] = transforms
+        datasets.append(factory(**args))
+
+    if not is_train:
+        return datasets
+    if len(datasets) > 1:
+        return [D.ConcatDataset(datasets)]
+    return datasets
+
+
+def check_sampler_name(sampler_name):
+    """ValueError for an unknown DATALOADER.SAMPLER, NotImplementedError for one to come."""
+    if sampler_name not in TRAIN_SAMPLERS:
+        raise ValueError(
+            "Unknown DATALOADER.SAMPLER {!r}; valid values: {}".format(
+                sampler_name, ", ".join(repr(s) for s in TRAIN_SAMPLERS)
+            )
+        )
+    if sampler_name == "BalancedReplaySampler":
+        raise NotImplementedError(
+            'DATALOADER.SAMPLER "BalancedReplaySampler" is coming with the LST phases; use '
+            '"", "RepeatFactorSampler" or "ClassAwareSampler" for now.'
+        )
+
+
+def make_data_sampler(
+    dataset, shuffle, distributed, sampler_name="", seed=0, repeat_threshold=0.001
+):
+    """The sampler of dataset indices.
+
+    Arguments:
+        shuffle (bool): True in training.
+        distributed (bool): shard over the torch.distributed processes.
+        sampler_name (str): DATALOADER.SAMPLER (training only).
+        seed (int): DATALOADER.SEED, for every shuffling sampler.
+        repeat_threshold (float): DATALOADER.REPEAT_THRESHOLD (RepeatFactorSampler).
+    """
+    check_sampler_name(sampler_name)
+    num_replicas, rank = (get_world_size(), get_rank()) if distributed else (1, 0)
+    if sampler_name == "RepeatFactorSampler":
+        return samplers.RepeatFactorSampler(
+            dataset, repeat_threshold, num_replicas=num_replicas, rank=rank, seed=seed
+        )
+    if sampler_name == "ClassAwareSampler":
+        return samplers.ClassAwareSampler(dataset, num_replicas=num_replicas, rank=rank, seed=seed)
+    if distributed or shuffle:
+        return samplers.DistributedSampler(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed
+        )
+    return torch.utils.data.sampler.SequentialSampler(dataset)
+
+
+def _quantize(values, bins):
+    """Bin index of every value: the number of (sorted) bin edges <= the value."""
+    bins = sorted(bins)
+    return [bisect.bisect_right(bins, v) for v in values]
+
+
+def _compute_aspect_ratios(dataset):
+    """height / width of every image, from the image records (no image is loaded)."""
+    aspect_ratios = []
+    for i in range(len(dataset)):
+        img_info = dataset.get_img_info(i)
+        aspect_ratios.append(float(img_info["height"]) / float(img_info["width"]))
+    return aspect_ratios
+
+
+def make_batch_data_sampler(
+    dataset, sampler, aspect_grouping, images_per_batch, num_iters=None, start_iter=0
+):
+    """Batches of ``images_per_batch`` indices; with ``aspect_grouping`` (bin edges of h/w,
+    e.g. [1]) a batch holds images of one bin only. With ``num_iters`` the batches repeat over
+    epochs for num_iters iterations, starting at ``start_iter``."""
+    if aspect_grouping:
+        if not isinstance(aspect_grouping, (list, tuple)):
+            aspect_grouping = [aspect_grouping]
+        group_ids = _quantize(_compute_aspect_ratios(dataset), aspect_grouping)
+        batch_sampler = samplers.GroupedBatchSampler(
+            sampler, group_ids, images_per_batch, drop_uneven=False
+        )
+    else:
+        batch_sampler = torch.utils.data.sampler.BatchSampler(
+            sampler, images_per_batch, drop_last=False
+        )
+    if num_iters is not None:
+        batch_sampler = samplers.IterationBasedBatchSampler(batch_sampler, num_iters, start_iter)
+    return batch_sampler
+
+
+def _images_per_process(images_per_batch, key, num_processes):
+    if images_per_batch <= 0 or images_per_batch % num_processes != 0:
+        raise ValueError(
+            "{} ({}) must be a positive multiple of the number of processes ({}); set it to "
+            "images per process x {}.".format(key, images_per_batch, num_processes, num_processes)
+        )
+    return images_per_batch // num_processes
+
+
+def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0, is_for_period=False):
+    """DataLoader(s) of (ImageList, tuple of BoxList targets, tuple of dataset indices).
+
+    Returns one loader in training (and with ``is_for_period``, the periodic validation during
+    training, whose dataset is filtered like a training set), else a list with one loader per
+    DATASETS.TEST entry.
+    """
+    num_processes = get_world_size()
+    if is_train:
+        images_per_gpu = _images_per_process(
+            cfg.SOLVER.IMS_PER_BATCH, "SOLVER.IMS_PER_BATCH", num_processes
+        )
+        shuffle = True
+        num_iters = cfg.SOLVER.MAX_ITER
+        sampler_name = cfg.DATALOADER.SAMPLER
+    else:
+        images_per_gpu = _images_per_process(
+            cfg.TEST.IMS_PER_BATCH, "TEST.IMS_PER_BATCH", num_processes
+        )
+        shuffle = is_distributed
+        num_iters = None
+        start_iter = 0
+        sampler_name = ""
+        if cfg.TEST.BBOX_AUG.ENABLED:
+            raise NotImplementedError(
+                "TEST.BBOX_AUG (test-time augmentation) is not built in this fork; set "
+                "TEST.BBOX_AUG.ENABLED False."
+            )
+    check_sampler_name(sampler_name)  # before the (slow) dataset loading
+
+    if images_per_gpu > 1:
+        logging.getLogger(__name__).warning(
+            "%d images per process: if you run out of memory, lower %s (and, for training, "
+            "scale the learning rate and schedule by the linear scaling rule).",
+            images_per_gpu, "SOLVER.IMS_PER_BATCH" if is_train else "TEST.IMS_PER_BATCH",
+        )
+
+    # Group landscape (h/w < 1) and portrait (h/w >= 1) images into separate batches.
+    aspect_grouping = [1] if cfg.DATALOADER.ASPECT_RATIO_GROUPING else []
+
+    paths_catalog = import_file("maskrcnn_benchmark.config.paths_catalog", cfg.PATHS_CATALOG)
+    dataset_list = cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST
+    transforms = build_transforms(cfg, is_train)
+    datasets = build_dataset(
+        dataset_list, transforms, paths_catalog.DatasetCatalog, is_train or is_for_period
+    )
+    if is_train:
+        save_labels(datasets, cfg.OUTPUT_DIR)
+
+    data_loaders = []
+    for dataset in datasets:
+        sampler = make_data_sampler(
+            dataset,
+            shuffle,
+            is_distributed,
+            sampler_name,
+            seed=cfg.DATALOADER.SEED,
+            repeat_threshold=cfg.DATALOADER.REPEAT_THRESHOLD,
+        )
+        batch_sampler = make_batch_data_sampler(
+            dataset, sampler, aspect_grouping, images_per_gpu, num_iters, start_iter
+        )
+        data_loaders.append(
+            torch.utils.data.DataLoader(
+                dataset,
+                num_workers=cfg.DATALOADER.NUM_WORKERS,
+                batch_sampler=batch_sampler,
+                collate_fn=BatchCollator(cfg.DATALOADER.SIZE_DIVISIBILITY),
+            )
+        )
+    if is_train or is_for_period:
+        return data_loaders[0]
+    return data_loaders
