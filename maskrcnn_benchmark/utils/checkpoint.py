@@ -14,7 +14,6 @@ explanation of how to convert it.
 import logging
 import os
 import pickle
-import uuid
 from collections.abc import Mapping
 
 import torch
@@ -22,38 +21,17 @@ import torch
 from maskrcnn_benchmark.utils.c2_model_loading import load_c2_format
 from maskrcnn_benchmark.utils.comm import is_main_process
 from maskrcnn_benchmark.utils.imports import import_file
-from maskrcnn_benchmark.utils.miscellaneous import atomic_write_text
+from maskrcnn_benchmark.utils.miscellaneous import atomic_open, atomic_write_text
 from maskrcnn_benchmark.utils.model_serialization import load_state_dict
 from maskrcnn_benchmark.utils.model_zoo import cache_url
 
 LAST_CHECKPOINT_TAG = "last_checkpoint"
 
 
-def _fsync_directory(directory):
-    """Make a rename inside ``directory`` durable (POSIX)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_torch_save(obj, path):
     """``torch.save(obj, path)`` such that ``path`` holds either its old content or the complete new one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp_path = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp_path, "xb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
-    _fsync_directory(directory)
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def _is_inside(path, directory):

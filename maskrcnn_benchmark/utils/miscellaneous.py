@@ -2,6 +2,8 @@
 import json
 import logging
 import os
+import uuid
+from contextlib import contextmanager
 
 from .comm import is_main_process
 
@@ -10,14 +12,19 @@ def mkdir(path):
     os.makedirs(path, exist_ok=True)
 
 
-def atomic_write_text(path, text):
-    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never half."""
+@contextmanager
+def atomic_open(path, mode="w"):
+    """Open a temporary file beside ``path``; when the block succeeds, make it ``path`` atomically.
+
+    Readers see the old file or the complete new one, never a partial write; if the block raises,
+    ``path`` is untouched and the temporary file is removed. ``mode`` is "w" or "wb".
+    """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    tmp_path = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    tmp_path = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
     try:
-        with open(tmp_path, "w") as f:
-            f.write(text)
+        with open(tmp_path, mode.replace("w", "x")) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
@@ -25,6 +32,17 @@ def atomic_write_text(path, text):
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
         raise
+    directory_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(directory_fd)  # make the rename itself durable
+    finally:
+        os.close(directory_fd)
+
+
+def atomic_write_text(path, text):
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_open`)."""
+    with atomic_open(path, "w") as f:
+        f.write(text)
 
 
 def save_labels(dataset_list, output_dir):

@@ -393,103 +393,23 @@ class BaseStem(nn.Module):
 
 
 class BottleneckWithFixedBatchNorm(Bottleneck):
-    def __init__(
-        self,
-        in_channels,
-        bottleneck_channels,
-        out_channels,
-        num_groups=1,
-        stride_in_1x1=True,
-        stride=1,
-        dilation=1,
-        dcn_config=None,
-    ):
-        super().__init__(
-            in_channels,
-            bottleneck_channels,
-            out_channels,
-            num_groups,
-            stride_in_1x1,
-            stride,
-            dilation,
-            norm_func=FrozenBatchNorm2d,
-            dcn_config=dcn_config,
-        )
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, norm_func=FrozenBatchNorm2d, **kwargs)
 
 
 class BottleneckWithGN(Bottleneck):
-    def __init__(
-        self,
-        in_channels,
-        bottleneck_channels,
-        out_channels,
-        num_groups=1,
-        stride_in_1x1=True,
-        stride=1,
-        dilation=1,
-        dcn_config=None,
-    ):
-        super().__init__(
-            in_channels,
-            bottleneck_channels,
-            out_channels,
-            num_groups,
-            stride_in_1x1,
-            stride,
-            dilation,
-            norm_func=group_norm,
-            dcn_config=dcn_config,
-        )
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, norm_func=group_norm, **kwargs)
 
 
 class BasicBlockWithFixedBatchNorm(BasicBlock):
-    def __init__(
-        self,
-        in_channels,
-        bottleneck_channels,
-        out_channels,
-        num_groups=1,
-        stride_in_1x1=True,
-        stride=1,
-        dilation=1,
-        dcn_config=None,
-    ):
-        super().__init__(
-            in_channels,
-            bottleneck_channels,
-            out_channels,
-            num_groups,
-            stride_in_1x1,
-            stride,
-            dilation,
-            norm_func=FrozenBatchNorm2d,
-            dcn_config=dcn_config,
-        )
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, norm_func=FrozenBatchNorm2d, **kwargs)
 
 
 class BasicBlockWithGN(BasicBlock):
-    def __init__(
-        self,
-        in_channels,
-        bottleneck_channels,
-        out_channels,
-        num_groups=1,
-        stride_in_1x1=True,
-        stride=1,
-        dilation=1,
-        dcn_config=None,
-    ):
-        super().__init__(
-            in_channels,
-            bottleneck_channels,
-            out_channels,
-            num_groups,
-            stride_in_1x1,
-            stride,
-            dilation,
-            norm_func=group_norm,
-            dcn_config=dcn_config,
-        )
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, norm_func=group_norm, **kwargs)
 
 
 class StemWithFixedBatchNorm(BaseStem):
