@@ -21,17 +21,11 @@ import torch
 from maskrcnn_benchmark.utils.c2_model_loading import load_c2_format
 from maskrcnn_benchmark.utils.comm import is_main_process
 from maskrcnn_benchmark.utils.imports import import_file
-from maskrcnn_benchmark.utils.miscellaneous import atomic_open, atomic_write_text
+from maskrcnn_benchmark.utils.miscellaneous import atomic_torch_save, atomic_write_text
 from maskrcnn_benchmark.utils.model_serialization import load_state_dict
 from maskrcnn_benchmark.utils.model_zoo import cache_url
 
 LAST_CHECKPOINT_TAG = "last_checkpoint"
-
-
-def atomic_torch_save(obj, path):
-    """``torch.save(obj, path)`` such that ``path`` holds either its old content or the complete new one."""
-    with atomic_open(path, "wb") as f:
-        torch.save(obj, f)
 
 
 def _is_inside(path, directory):

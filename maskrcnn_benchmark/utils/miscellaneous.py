@@ -1,9 +1,11 @@
-"""Small file helpers: directories, atomic writes, labels.json and config.yml."""
+"""Small file helpers: directories, atomic writes (text, JSON, torch.save), labels.json and config.yml."""
 import json
 import logging
 import os
 import uuid
 from contextlib import contextmanager
+
+import torch
 
 from .comm import is_main_process
 
@@ -43,6 +45,18 @@ def atomic_write_text(path, text):
     """Write ``text`` to ``path`` atomically (see :func:`atomic_open`)."""
     with atomic_open(path, "w") as f:
         f.write(text)
+
+
+def atomic_write_json(obj, path):
+    """``json.dump(obj)`` to ``path`` atomically."""
+    with atomic_open(path, "w") as f:
+        json.dump(obj, f)
+
+
+def atomic_torch_save(obj, path):
+    """``torch.save(obj, path)`` atomically: ``path`` holds its old content or the complete new one."""
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def save_labels(dataset_list, output_dir):
