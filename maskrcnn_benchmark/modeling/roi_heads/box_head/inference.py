@@ -40,7 +40,9 @@ class PostProcessor(nn.Module):
         self.score_thresh = score_thresh
         self.nms = nms
         self.detections_per_img = detections_per_img
-        self.box_coder = box_coder if box_coder is not None else BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
+        if box_coder is None:
+            box_coder = BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
+        self.box_coder = box_coder
         self.cls_agnostic_bbox_reg = cls_agnostic_bbox_reg
         self.bbox_aug_enabled = bbox_aug_enabled
 
@@ -131,7 +133,8 @@ class PostProcessor(nn.Module):
 
 
 def make_roi_box_post_processor(cfg):
-    """PostProcessor configured by MODEL.ROI_HEADS, MODEL.CLS_AGNOSTIC_BBOX_REG and TEST.BBOX_AUG."""
+    """PostProcessor configured by MODEL.ROI_HEADS, MODEL.CLS_AGNOSTIC_BBOX_REG and
+    TEST.BBOX_AUG.ENABLED."""
     roi_heads = cfg.MODEL.ROI_HEADS
     return PostProcessor(
         score_thresh=roi_heads.SCORE_THRESH,

@@ -66,7 +66,9 @@ class MaskRCNNLossComputation(object):
         labels = []
         masks = []
         for proposals_per_image, targets_per_image in zip(proposals, targets):
-            matched_targets = self.match_targets_to_proposals(proposals_per_image, targets_per_image)
+            matched_targets = self.match_targets_to_proposals(
+                proposals_per_image, targets_per_image
+            )
             matched_idxs = matched_targets.get_field("matched_idxs")
 
             labels_per_image = matched_targets.get_field("labels").to(dtype=torch.int64)

@@ -39,7 +39,8 @@ class MaskRCNNC4Predictor(nn.Module):
 
 @registry.ROI_MASK_PREDICTOR.register("MaskRCNNConv1x1Predictor")
 class MaskRCNNConv1x1Predictor(nn.Module):
-    """A 1x1 conv to NUM_CLASSES logits ("mask_fcn_logits"): (R, C, h, w) -> (R, NUM_CLASSES, h, w)."""
+    """A 1x1 conv to NUM_CLASSES logits ("mask_fcn_logits"):
+    (R, C, h, w) -> (R, NUM_CLASSES, h, w)."""
 
     def __init__(self, cfg, in_channels):
         super(MaskRCNNConv1x1Predictor, self).__init__()

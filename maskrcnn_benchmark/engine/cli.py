@@ -1,0 +1,100 @@
+"""Set-up shared by the command-line tools: arguments, config merging with clear errors, devices and
+the process group.
+
+A process is one of a distributed run when WORLD_SIZE > 1 (set by torchrun /
+torch.distributed.run). It then joins the process group over NCCL when MODEL.DEVICE is "cuda"
+(one GPU per process, chosen by the local rank) or over gloo on the CPU.
+"""
+import argparse
+import os
+
+import torch
+import torch.distributed as dist
+import yaml
+
+from maskrcnn_benchmark.utils.collect_env import collect_env_info
+from maskrcnn_benchmark.utils.comm import synchronize
+
+
+def add_common_arguments(parser):
+    """--config-file, --local_rank/--local-rank and the trailing KEY VALUE config overrides."""
+    parser.add_argument("--config-file", default="", metavar="FILE", help="path to config file")
+    parser.add_argument(
+        "--local_rank", "--local-rank", dest="local_rank", type=int, default=0,
+        help="GPU of this process in a distributed run (ignored when the LOCAL_RANK variable is set, as by torchrun)",
+    )
+    parser.add_argument(
+        "opts", help="Modify config options using the command-line: KEY VALUE pairs", default=None,
+        nargs=argparse.REMAINDER,
+    )
+    return parser
+
+
+def load_config(cfg, config_file, opts):
+    """Merge ``config_file`` and then the ``opts`` pairs into ``cfg`` and freeze it.
+
+    Any problem (missing file, YAML syntax, unknown or renamed key, wrong value type, odd number
+    of overrides) ends the program with a one-line message naming the file or the options.
+    """
+    if not config_file:
+        raise SystemExit("error: no config file given; pass --config-file path/to/config.yaml")
+    if not os.path.isfile(config_file):
+        raise SystemExit(f"error: config file {config_file} does not exist")
+    try:
+        cfg.merge_from_file(config_file)
+    except (KeyError, ValueError, AssertionError, yaml.YAMLError) as error:
+        raise SystemExit(f"error in config file {config_file}: {_reason(error)}") from None
+    try:
+        cfg.merge_from_list(opts or [])
+    except (KeyError, ValueError, AssertionError) as error:
+        raise SystemExit(f"error in command-line config options {' '.join(opts)}: {_reason(error)}") from None
+    cfg.freeze()
+    _check_device(cfg.MODEL.DEVICE)
+
+
+def _reason(error):
+    reason = error.args[0] if error.args else type(error).__name__
+    return " ".join(str(reason).split())
+
+
+def _check_device(device_name):
+    try:
+        device = torch.device(device_name)
+    except RuntimeError:
+        raise SystemExit(f"error: MODEL.DEVICE '{device_name}' is not a device; use 'cuda' or 'cpu'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(
+            "error: MODEL.DEVICE is 'cuda' but no CUDA GPU is available; add MODEL.DEVICE cpu to the "
+            "command line to run on the CPU"
+        )
+
+
+def init_distributed(cfg, local_rank_argument):
+    """Join the process group when WORLD_SIZE > 1; returns (local_rank, number of processes).
+
+    The local rank comes from the LOCAL_RANK environment variable when set (torchrun), else
+    from ``--local_rank``.
+    """
+    num_processes = int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", local_rank_argument))
+    if num_processes > 1:
+        if torch.device(cfg.MODEL.DEVICE).type == "cuda":
+            torch.cuda.set_device(local_rank)
+            backend = "nccl"
+        else:
+            backend = "gloo"
+        dist.init_process_group(backend=backend, init_method="env://")
+        synchronize()
+    return local_rank, num_processes
+
+
+def log_run_info(logger, cfg, args, num_processes):
+    """Log the process count, the arguments, the environment, the config file and the merged config."""
+    logger.info("Using %d processes (MODEL.DEVICE %s)", num_processes, cfg.MODEL.DEVICE)
+    logger.info(args)
+    logger.info("Collecting env info (might take some time)")
+    logger.info("\n%s", collect_env_info())
+    logger.info("Loaded configuration file %s", args.config_file)
+    with open(args.config_file) as config_file:
+        logger.info("\n%s", config_file.read())
+    logger.info("Running with config:\n%s", cfg)

@@ -1,0 +1,216 @@
+"""Inference over a test data loader: batched forward passes, gathering on the main process, evaluation.
+
+Every process runs its share of the test set; the predictions, keyed by dataset index, are
+gathered on rank 0 only, put in dataset order, saved as ``predictions.pth`` and passed to
+``data.datasets.evaluation.evaluate``.
+"""
+import logging
+import os
+
+import torch
+from tqdm import tqdm
+
+from maskrcnn_benchmark.data import make_data_loader
+from maskrcnn_benchmark.data.datasets.evaluation import evaluate
+from maskrcnn_benchmark.utils.comm import gather, get_world_size, is_main_process, synchronize
+from maskrcnn_benchmark.utils.imports import import_file
+from maskrcnn_benchmark.utils.miscellaneous import atomic_torch_save, mkdir
+from maskrcnn_benchmark.utils.timer import Timer, get_time_str
+
+from .mixed_precision import autocast
+
+
+def _to_float32(prediction):
+    """The BoxList with its box coordinates and floating-point fields in float32 (autocast may give half)."""
+    prediction.bbox = prediction.bbox.float()
+    for field in prediction.fields():
+        value = prediction.get_field(field)
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            prediction.add_field(field, value.float())
+    return prediction
+
+
+def compute_on_dataset(model, data_loader, device, timer=None, dtype="float32"):
+    """Run ``model`` in eval mode over ``data_loader``.
+
+    Arguments:
+        model (nn.Module): returns one BoxList per image.
+        data_loader: yields (ImageList, targets, dataset indices).
+        device (torch.device)
+        timer (Timer, optional): times the forward passes (model-only time).
+        dtype (str): DTYPE; "float16"/"bfloat16" run under autocast.
+
+    Returns dict[int, BoxList]: dataset index -> prediction on the CPU, in float32.
+    """
+    model.eval()
+    results = {}
+    cpu_device = torch.device("cpu")
+    for images, _, image_ids in tqdm(data_loader, disable=not is_main_process()):
+        with torch.no_grad(), autocast(dtype, device):
+            if timer:
+                timer.tic()
+            output = model(images.to(device))
+            if timer:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                timer.toc()
+        results.update(
+            (image_id, _to_float32(prediction.to(cpu_device)))
+            for image_id, prediction in zip(image_ids, output)
+        )
+    return results
+
+
+def _accumulate_predictions_from_multiple_gpus(predictions_per_gpu, num_images):
+    """Gather every process's {index: BoxList} on rank 0 and return them as a list in index order.
+
+    A distributed sampler pads the last shard with repeated indices, which collapse here, so each
+    image appears once. Returns None on the other ranks.
+    """
+    gathered = gather(predictions_per_gpu)
+    if not is_main_process():
+        return None
+    predictions = {}
+    for per_gpu in gathered:
+        predictions.update(per_gpu)
+    image_ids = sorted(predictions)
+    if image_ids != list(range(num_images)):
+        logging.getLogger("maskrcnn_benchmark.inference").warning(
+            "Gathered predictions for %d of the %d images (indices are not 0..%d); the missing "
+            "images are left out of the evaluation",
+            len(image_ids), num_images, num_images - 1,
+        )
+    return [predictions[i] for i in image_ids]
+
+
+def inference(
+    model,
+    data_loader,
+    dataset_name,
+    iou_types=("bbox",),
+    box_only=False,
+    bbox_aug=False,
+    device="cuda",
+    expected_results=(),
+    expected_results_sigma_tol=4,
+    output_folder=None,
+    dtype="float32",
+    evaluation_options=None,
+):
+    """Predict on the whole test set, then evaluate on the main process.
+
+    Arguments:
+        model (nn.Module): the detector (not wrapped in DistributedDataParallel is best).
+        data_loader: a test loader of make_data_loader(is_train=False).
+        dataset_name (str): for the log.
+        iou_types (tuple[str]): "bbox" and/or "segm".
+        box_only (bool): the model outputs proposals (RPN only): evaluate proposal recall.
+        bbox_aug (bool): test-time augmentation, which this fork does not build (must be False).
+        device (str or torch.device)
+        expected_results, expected_results_sigma_tol: TEST.EXPECTED_RESULTS(_SIGMA_TOL), checked
+            by the evaluation.
+        output_folder (str, optional): where predictions.pth and the evaluation files go.
+        dtype (str): DTYPE; "float16"/"bfloat16" run the model under autocast.
+        evaluation_options (dict, optional): extra keyword arguments of the dataset's evaluator
+            (for LVIS: max_dets, train_annotations, category_groups).
+
+    Returns the evaluation result on rank 0, None on the other ranks.
+    """
+    if bbox_aug:
+        raise NotImplementedError(
+            "TEST.BBOX_AUG (test-time augmentation) is not built in this fork; set "
+            "TEST.BBOX_AUG.ENABLED False"
+        )
+    device = torch.device(device)
+    num_devices = get_world_size()
+    logger = logging.getLogger("maskrcnn_benchmark.inference")
+    dataset = data_loader.dataset
+    logger.info("Start evaluation on %s dataset(%d images).", dataset_name, len(dataset))
+    total_timer = Timer()
+    inference_timer = Timer()
+    total_timer.tic()
+    predictions = compute_on_dataset(model, data_loader, device, inference_timer, dtype)
+    synchronize()  # all processes done before measuring the time
+    total_time = total_timer.toc()
+    logger.info(
+        "Total run time: %s (%s s / img per device, on %d devices)",
+        get_time_str(total_time), total_time * num_devices / len(dataset), num_devices,
+    )
+    logger.info(
+        "Model inference time: %s (%s s / img per device, on %d devices)",
+        get_time_str(inference_timer.total_time),
+        inference_timer.total_time * num_devices / len(dataset), num_devices,
+    )
+
+    predictions = _accumulate_predictions_from_multiple_gpus(predictions, len(dataset))
+    if not is_main_process():
+        return None
+    if output_folder:
+        atomic_torch_save(predictions, os.path.join(output_folder, "predictions.pth"))
+    return evaluate(
+        dataset=dataset,
+        predictions=predictions,
+        output_folder=output_folder,
+        box_only=box_only,
+        iou_types=iou_types,
+        expected_results=expected_results,
+        expected_results_sigma_tol=expected_results_sigma_tol,
+        **(evaluation_options or {}),
+    )
+
+
+def lvis_evaluation_options(cfg):
+    """LVIS evaluator options from the config: TEST.LVIS_MAX_DETS detections per image, and the
+    training annotations (for the paper's instance-count bins) when DATASETS.TRAIN is one dataset."""
+    options = {"max_dets": cfg.TEST.LVIS_MAX_DETS}
+    if len(cfg.DATASETS.TRAIN) == 1:
+        catalog = import_file("maskrcnn_benchmark.config.paths_catalog", cfg.PATHS_CATALOG).DatasetCatalog
+        train_annotations = catalog.get(cfg.DATASETS.TRAIN[0])["args"]["ann_file"]
+        if os.path.isfile(train_annotations):
+            options["train_annotations"] = train_annotations
+    return options
+
+
+def iou_types_of(cfg):
+    """The evaluation types of the config's model: ("bbox",), plus "segm" for Mask R-CNN."""
+    return ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+
+
+def run_test(cfg, model, distributed):
+    """Evaluate ``model`` on every DATASETS.TEST entry, writing to OUTPUT_DIR/inference/<name>/.
+
+    Returns the evaluation results (one per dataset) on rank 0, Nones on the other ranks.
+    """
+    if distributed and hasattr(model, "module"):
+        model = model.module
+    if torch.device(cfg.MODEL.DEVICE).type == "cuda":
+        torch.cuda.empty_cache()
+    dataset_names = cfg.DATASETS.TEST
+    output_folders = [None] * len(dataset_names)
+    if cfg.OUTPUT_DIR:
+        for idx, dataset_name in enumerate(dataset_names):
+            output_folders[idx] = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+            mkdir(output_folders[idx])
+    data_loaders_val = make_data_loader(cfg, is_train=False, is_distributed=distributed)
+    results = []
+    for output_folder, dataset_name, data_loader_val in zip(output_folders, dataset_names, data_loaders_val):
+        results.append(
+            inference(
+                model,
+                data_loader_val,
+                dataset_name=dataset_name,
+                iou_types=iou_types_of(cfg),
+                box_only=cfg.MODEL.RPN_ONLY,
+                bbox_aug=cfg.TEST.BBOX_AUG.ENABLED,
+                device=cfg.MODEL.DEVICE,
+                expected_results=cfg.TEST.EXPECTED_RESULTS,
+                expected_results_sigma_tol=cfg.TEST.EXPECTED_RESULTS_SIGMA_TOL,
+                output_folder=output_folder,
+                dtype=cfg.DTYPE,
+                evaluation_options=(
+                    lvis_evaluation_options(cfg) if type(data_loader_val.dataset).__name__ == "LVISDataset" else None
+                ),
+            )
+        )
+        synchronize()
+    return results

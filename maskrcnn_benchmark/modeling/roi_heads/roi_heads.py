@@ -1,0 +1,76 @@
+"""CombinedROIHeads: runs the box head, then the mask head on its output."""
+import torch
+
+from .box_head.box_head import build_roi_box_head
+from .mask_head.mask_head import build_roi_mask_head
+
+
+class CombinedROIHeads(torch.nn.ModuleDict):
+    """The RoI heads of a model as a ModuleDict ("box", optionally "mask").
+
+    With MODEL.ROI_MASK_HEAD.SHARE_BOX_FEATURE_EXTRACTOR (the C4 configs) the mask head uses
+    the box head's feature extractor, and in training reuses the box head's RoI features.
+    """
+
+    def __init__(self, cfg, heads):
+        super(CombinedROIHeads, self).__init__(heads)
+        self.cfg = cfg.clone()
+        if cfg.MODEL.MASK_ON and cfg.MODEL.ROI_MASK_HEAD.SHARE_BOX_FEATURE_EXTRACTOR:
+            self.mask.feature_extractor = self.box.feature_extractor
+
+    def forward(self, features, proposals, targets=None):
+        """
+        Arguments:
+            features (list[Tensor]): (N, C, H_l, W_l) feature maps.
+            proposals (list[BoxList]): the RPN's proposals of each image.
+            targets (list[BoxList], optional): ground truth; required in training.
+
+        Returns:
+            x (Tensor): the last head's RoI features.
+            detections (list[BoxList]): at test time the detections ("scores", "labels" and,
+                with masks, "mask"); in training the sampled proposals.
+            losses (dict[str, Tensor]): "loss_classifier", "loss_box_reg" (+ "loss_mask") in
+                training, empty at test time.
+        """
+        losses = {}
+        x, detections, loss_box = self.box(features, proposals, targets)
+        losses.update(loss_box)
+        if self.cfg.MODEL.MASK_ON:
+            mask_features = features
+            # In training the shared extractor's output for the sampled RoIs is already known.
+            if self.training and self.cfg.MODEL.ROI_MASK_HEAD.SHARE_BOX_FEATURE_EXTRACTOR:
+                mask_features = x
+            x, detections, loss_mask = self.mask(mask_features, detections, targets)
+            losses.update(loss_mask)
+        return x, detections, losses
+
+
+def build_roi_heads(cfg, in_channels):
+    """CombinedROIHeads for the config, or an empty list for an RPN-only model (MODEL.RPN_ONLY).
+
+    Arguments:
+        cfg: config (MODEL.RPN_ONLY, MODEL.MASK_ON, MODEL.KEYPOINT_ON, MODEL.RETINANET_ON).
+        in_channels (int): channels of the backbone features.
+    """
+    if cfg.MODEL.RETINANET_ON:
+        raise NotImplementedError(
+            "RetinaNet is not supported in this fork (MODEL.RETINANET_ON is True); set "
+            "MODEL.RETINANET_ON False to build a Faster / Mask R-CNN"
+        )
+    if cfg.MODEL.KEYPOINT_ON:
+        raise NotImplementedError(
+            "keypoint heads are not supported in this fork (MODEL.KEYPOINT_ON is True); set "
+            "MODEL.KEYPOINT_ON False to build a Faster / Mask R-CNN"
+        )
+    if cfg.MODEL.RPN_ONLY and cfg.MODEL.MASK_ON:
+        raise ValueError(
+            "MODEL.MASK_ON needs the box head, which MODEL.RPN_ONLY removes; set one of them False"
+        )
+    roi_heads = []
+    if not cfg.MODEL.RPN_ONLY:
+        roi_heads.append(("box", build_roi_box_head(cfg, in_channels)))
+    if cfg.MODEL.MASK_ON:
+        roi_heads.append(("mask", build_roi_mask_head(cfg, in_channels)))
+    if not roi_heads:
+        return []
+    return CombinedROIHeads(cfg, roi_heads)

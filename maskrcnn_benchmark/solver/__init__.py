@@ -1,0 +1,5 @@
+"""Solver: SGD parameter groups (``make_optimizer``) and the warmup multi-step LR schedule."""
+from .build import make_lr_scheduler, make_optimizer
+from .lr_scheduler import WarmupMultiStepLR
+
+__all__ = ["make_optimizer", "make_lr_scheduler", "WarmupMultiStepLR"]

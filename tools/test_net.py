@@ -1,0 +1,55 @@
+"""Evaluate a trained detector: ``python tools/test_net.py --config-file CONFIG [--ckpt FILE] [KEY VALUE ...]``.
+
+The weights are ``--ckpt`` if given, else the last checkpoint of OUTPUT_DIR, else MODEL.WEIGHT.
+Results go to OUTPUT_DIR/inference/<dataset>/ for every DATASETS.TEST entry. Distributed like
+train_net.py (torchrun).
+"""
+# The custom-environment hook runs before anything else is imported (upstream's rule).
+from maskrcnn_benchmark.utils.env import setup_environment  # noqa: F401 isort:skip
+
+import argparse
+
+import torch
+
+from maskrcnn_benchmark.config import cfg
+from maskrcnn_benchmark.engine.cli import add_common_arguments, init_distributed, load_config
+from maskrcnn_benchmark.engine.inference import run_test
+from maskrcnn_benchmark.modeling.detector import build_detection_model
+from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
+from maskrcnn_benchmark.utils.collect_env import collect_env_info
+from maskrcnn_benchmark.utils.comm import get_rank
+from maskrcnn_benchmark.utils.logger import setup_logger
+
+
+def main():
+    parser = argparse.ArgumentParser(description="PyTorch Object Detection Inference")
+    parser.add_argument(
+        "--ckpt", default=None,
+        help="The path to the checkpoint for test, default is the latest checkpoint.",
+    )
+    add_common_arguments(parser)
+    args = parser.parse_args()
+
+    load_config(cfg, args.config_file, args.opts)
+    _, num_processes = init_distributed(cfg, args.local_rank)
+
+    logger = setup_logger("maskrcnn_benchmark", "", get_rank())
+    logger.info("Using %d processes (MODEL.DEVICE %s)", num_processes, cfg.MODEL.DEVICE)
+    logger.info(cfg)
+    logger.info("Collecting env info (might take some time)")
+    logger.info("\n%s", collect_env_info())
+
+    model = build_detection_model(cfg)
+    model.to(cfg.MODEL.DEVICE)
+
+    checkpointer = DetectronCheckpointer(cfg, model, save_dir=cfg.OUTPUT_DIR)
+    ckpt = cfg.MODEL.WEIGHT if args.ckpt is None else args.ckpt
+    checkpointer.load(ckpt, use_latest=args.ckpt is None)
+
+    run_test(cfg, model, distributed=num_processes > 1)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

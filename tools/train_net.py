@@ -1,0 +1,108 @@
+"""Train a detector: ``python tools/train_net.py --config-file CONFIG [KEY VALUE ...]``.
+
+Multi-process (one process per GPU, or several on a CPU): ``torchrun --nproc_per_node N
+tools/train_net.py ...`` (or ``python -m torch.distributed.run``). Training resumes from
+``OUTPUT_DIR/last_checkpoint`` when it exists, and the final model is evaluated on
+DATASETS.TEST unless ``--skip-test`` is given.
+"""
+# The custom-environment hook runs before anything else is imported (upstream's rule).
+from maskrcnn_benchmark.utils.env import setup_environment  # noqa: F401 isort:skip
+
+import argparse
+import os
+
+import torch
+
+from maskrcnn_benchmark.config import cfg
+from maskrcnn_benchmark.data import make_data_loader
+from maskrcnn_benchmark.engine.cli import add_common_arguments, init_distributed, load_config, log_run_info
+from maskrcnn_benchmark.engine.inference import run_test
+from maskrcnn_benchmark.engine.mixed_precision import make_grad_scaler
+from maskrcnn_benchmark.engine.trainer import do_train
+from maskrcnn_benchmark.modeling.detector import build_detection_model
+from maskrcnn_benchmark.solver import make_lr_scheduler, make_optimizer
+from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
+from maskrcnn_benchmark.utils.comm import get_rank
+from maskrcnn_benchmark.utils.logger import setup_logger
+from maskrcnn_benchmark.utils.miscellaneous import mkdir, save_config
+
+
+def train(cfg, local_rank, distributed):
+    model = build_detection_model(cfg)
+    device = torch.device(cfg.MODEL.DEVICE)
+    model.to(device)
+
+    optimizer = make_optimizer(cfg, model)
+    scheduler = make_lr_scheduler(cfg, optimizer)
+    scaler = make_grad_scaler(cfg.DTYPE, device)
+
+    if distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[local_rank] if device.type == "cuda" else None,
+            output_device=local_rank if device.type == "cuda" else None,
+            # Upstream's broadcast_buffers=False (its modern name): FrozenBN has no statistics to synchronise.
+            forward_sync_buffers=False,
+        )
+
+    arguments = {"iteration": 0}
+    extra_checkpointables = {"scaler": scaler} if scaler is not None else {}
+    checkpointer = DetectronCheckpointer(
+        cfg, model, optimizer, scheduler, cfg.OUTPUT_DIR, get_rank() == 0, **extra_checkpointables
+    )
+    arguments.update(checkpointer.load(cfg.MODEL.WEIGHT))
+    if "scaler" in arguments:  # a float16 checkpoint resumed with another DTYPE
+        del arguments["scaler"]
+
+    data_loader = make_data_loader(
+        cfg, is_train=True, is_distributed=distributed, start_iter=arguments["iteration"]
+    )
+    test_period = cfg.SOLVER.TEST_PERIOD
+    data_loader_val = None
+    if test_period > 0:
+        data_loader_val = make_data_loader(cfg, is_train=False, is_distributed=distributed, is_for_period=True)
+
+    do_train(
+        cfg,
+        model,
+        data_loader,
+        data_loader_val,
+        optimizer,
+        scheduler,
+        checkpointer,
+        device,
+        cfg.SOLVER.CHECKPOINT_PERIOD,
+        test_period,
+        arguments,
+        scaler=scaler,
+    )
+    return model
+
+
+def main():
+    parser = argparse.ArgumentParser(description="PyTorch Object Detection Training")
+    add_common_arguments(parser)
+    parser.add_argument("--skip-test", dest="skip_test", action="store_true", help="Do not test the final model")
+    args = parser.parse_args()
+
+    load_config(cfg, args.config_file, args.opts)
+    local_rank, num_processes = init_distributed(cfg, args.local_rank)
+    distributed = num_processes > 1
+
+    if cfg.OUTPUT_DIR:
+        mkdir(cfg.OUTPUT_DIR)
+    logger = setup_logger("maskrcnn_benchmark", cfg.OUTPUT_DIR, get_rank())
+    log_run_info(logger, cfg, args, num_processes)
+    output_config_path = os.path.join(cfg.OUTPUT_DIR, "config.yml")
+    logger.info("Saving config into: %s", output_config_path)
+    save_config(cfg, output_config_path)
+
+    model = train(cfg, local_rank, distributed)
+    if not args.skip_test:
+        run_test(cfg, model, distributed)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
