@@ -387,7 +387,13 @@ def test_bare_torchvision_state_dict_loads_into_nested_backbone(tmp_path):
     expected = source.state_dict()
     for key, value in detector.state_dict().items():
         torchvision_key = key.replace("backbone.body.", "").replace("stem.", "")
-        assert torch.equal(value, expected[torchvision_key]), key
+        if key.endswith("num_batches_tracked"):
+            continue  # dropped by the conversion: a frozen body has no use for it
+        if key.endswith("running_var"):
+            # torchvision's BatchNorm eps (1e-5) is folded into the statistics for FrozenBatchNorm2d (eps 0)
+            torch.testing.assert_close(value, expected[torchvision_key] + 1e-5, rtol=0, atol=1e-6)
+        else:
+            assert torch.equal(value, expected[torchvision_key]), key
 
 
 def test_torch_model_zoo_directory_precedence(tmp_path, monkeypatch):
@@ -457,3 +463,32 @@ def test_detectron_model_final_pkl_is_cached_under_its_url_path(tmp_path):
     cached = cache_url(source.as_uri(), model_dir=str(tmp_path / "cache"), progress=False)
     assert os.path.basename(cached) == str(source).replace("/", "_")
     assert open(cached, "rb").read() == b"weights"
+
+
+def test_detectron_checkpointer_converts_torchvision_resnet_weights(tmp_path):
+    """A torchvision ImageNet-style file loads into the R-18 body and reproduces torchvision's features."""
+    from maskrcnn_benchmark.modeling.backbone import build_backbone
+
+    source = torchvision.models.resnet18(weights=None).eval()
+    generator = torch.Generator().manual_seed(0)
+    for module in source.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
+            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+    weights_file = tmp_path / "resnet18-imagenet.pth"
+    torch.save(source.state_dict(), weights_file)
+
+    config = default_cfg.clone()
+    config.merge_from_list(["MODEL.BACKBONE.CONV_BODY", "R-18-FPN", "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
+                            "MODEL.RESNETS.STRIDE_IN_1X1", False])
+    model = nn.Module()
+    model.backbone = build_backbone(config).eval()
+    DetectronCheckpointer(config, model, save_dir=str(tmp_path / "run")).load(str(weights_file), use_latest=False)
+
+    image = torch.randn(1, 3, 64, 96, generator=generator)
+    with torch.no_grad():
+        body = model.backbone.body
+        ours = body(image)[-1]
+        x = source.maxpool(source.relu(source.bn1(source.conv1(image))))
+        expected = source.layer4(source.layer3(source.layer2(source.layer1(x))))
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-4)

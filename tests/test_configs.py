@@ -324,6 +324,8 @@ def test_added_entry_with_explicit_factory(catalog, monkeypatch):
 
 def test_every_dataset_named_by_a_config_is_in_the_catalog(catalog):
     for path in CONFIG_FILES:
+        if os.sep + "tests" + os.sep in path:
+            continue  # configs/tests/ name the fixture datasets of the tests' own PATHS_CATALOG
         config = cfg.clone()
         config.merge_from_file(path)
         for name in config.DATASETS.TRAIN + config.DATASETS.TEST:

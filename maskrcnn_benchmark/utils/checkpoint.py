@@ -211,4 +211,15 @@ class DetectronCheckpointer(Checkpointer):
             if not os.path.isfile(f):
                 raise FileNotFoundError(f"Caffe2 weights file {f} does not exist. Check MODEL.WEIGHT.")
             return load_c2_format(self.cfg, f)
-        return super()._load_file(f)
+        loaded = super()._load_file(f)
+        from maskrcnn_benchmark.modeling.backbone.resnet import (
+            is_torchvision_resnet_state_dict,
+            torchvision_resnet_to_body_state_dict,
+        )
+
+        if is_torchvision_resnet_state_dict(loaded["model"]):
+            # torchvision ImageNet weights: stem names and BatchNorm eps folded for FrozenBatchNorm2d.
+            # They expect MODEL.RESNETS.STRIDE_IN_1X1 False and torchvision's RGB [0, 1] normalisation.
+            self.logger.info("%s is a torchvision ResNet state dict; converting it for the body", f)
+            loaded["model"] = torchvision_resnet_to_body_state_dict(loaded["model"])
+        return loaded

@@ -460,6 +460,12 @@ def transformation_func_name(cfg):
     return name
 
 
+def is_torchvision_resnet_state_dict(state_dict):
+    """True for the state dict of a torchvision ``resnet*``/``resnext*`` classifier (top-level
+    ``conv1``, ``layer1`` and ``fc`` keys), e.g. an ImageNet weights file from torchvision."""
+    return all(key in state_dict for key in ("conv1.weight", "layer1.0.conv1.weight", "fc.weight"))
+
+
 def torchvision_resnet_to_body_state_dict(state_dict, bn_eps=1e-5):
     """Rename a torchvision ResNet/ResNeXt state dict to the keys of :class:`ResNet` (the body).
 
