@@ -288,3 +288,29 @@ def test_training_without_targets_is_an_error():
     model = build(MASK_FPN).train()
     with pytest.raises(ValueError, match="targets should be passed"):
         model(random_images(load_config(MASK_FPN)))
+
+
+@pytest.mark.parametrize("wrap_saved", [False, True])
+def test_checkpoint_round_trip_gives_the_same_detections(tmp_path, wrap_saved):
+    """Save a detector (optionally as DistributedDataParallel would: "module." keys), load it into a
+    freshly built one, and get identical detections."""
+    from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
+
+    cfg = load_config("tests/e2e_mask_rcnn_R_18_FPN_tiny_cpu.yaml")
+    torch.manual_seed(0)
+    model = build_detection_model(cfg).eval()
+    saved = torch.nn.Sequential(model) if wrap_saved else model  # nn.Sequential prefixes "0.", like "module."
+    state = {("module." + k[2:] if wrap_saved else k): v for k, v in saved.state_dict().items()}
+    torch.save({"model": state}, tmp_path / "model.pth")
+
+    torch.manual_seed(1)
+    fresh = build_detection_model(cfg).eval()
+    DetectronCheckpointer(cfg, fresh, save_dir=str(tmp_path / "run")).load(str(tmp_path / "model.pth"))
+    images = random_images(cfg, sizes=((128, 160), (96, 128)))
+    with torch.no_grad():
+        expected, got = model(images), fresh(images)
+    assert sum(len(detections) for detections in expected) > 0
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(a.bbox, b.bbox)
+        torch.testing.assert_close(a.get_field("scores"), b.get_field("scores"))
+        torch.testing.assert_close(a.get_field("mask"), b.get_field("mask"))

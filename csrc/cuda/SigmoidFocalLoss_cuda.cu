@@ -11,17 +11,13 @@
 
 #include <algorithm>
 
+#include "grid.cuh"
 #include "vision.h"
 
 namespace {
 
-constexpr int kThreadsPerBlock = 256;
-constexpr int64_t kMaxBlocks = 4096;
-
-// Blocks for a grid-stride loop over `n` elements.
-inline unsigned int grid_size(int64_t n) {
-  return static_cast<unsigned int>(std::min(at::ceil_div(n, static_cast<int64_t>(kThreadsPerBlock)), kMaxBlocks));
-}
+using mrcnn::grid_size;
+using mrcnn::kThreadsPerBlock;
 
 // p = sigmoid(x) and 1 - p with their logarithms, without overflow or cancellation.
 template <typename T>

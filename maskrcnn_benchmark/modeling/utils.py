@@ -1,5 +1,7 @@
-"""Small tensor helpers shared by the modeling code."""
+"""Small helpers shared by the modeling code."""
 import torch
+
+from maskrcnn_benchmark.structures.boxlist_ops import boxlist_iou
 
 
 def cat(tensors, dim=0):
@@ -16,3 +18,16 @@ def cat(tensors, dim=0):
     if len(tensors) == 1:
         return tensors[0]
     return torch.cat(tensors, dim)
+
+
+def match_targets(matcher, target, boxes, fields=()):
+    """Match ``boxes`` (anchors or proposals) to the ground truth ``target`` with ``matcher``.
+
+    Returns a BoxList with one row per box: its matched ground-truth box, the target's ``fields``
+    and "matched_idxs" (the matcher's output: >= 0 matched, -1 below low, -2 between thresholds).
+    Unmatched rows carry ground truth 0; callers read "matched_idxs" to label them.
+    """
+    matched_idxs = matcher(boxlist_iou(target, boxes))
+    matched_targets = target.copy_with_fields(list(fields))[matched_idxs.clamp(min=0)]
+    matched_targets.add_field("matched_idxs", matched_idxs)
+    return matched_targets

@@ -7,7 +7,8 @@ from maskrcnn_benchmark.modeling.balanced_positive_negative_sampler import (
     BalancedPositiveNegativeSampler,
 )
 from maskrcnn_benchmark.modeling.matcher import Matcher
-from maskrcnn_benchmark.structures.boxlist_ops import boxlist_iou, cat_boxlist
+from maskrcnn_benchmark.modeling.utils import match_targets
+from maskrcnn_benchmark.structures.boxlist_ops import cat_boxlist
 
 from .utils import concat_box_prediction_layers
 
@@ -34,14 +35,8 @@ class RPNLossComputation(object):
         self.generate_labels_func = generate_labels_func
 
     def match_targets_to_anchors(self, anchor, target, copied_fields=()):
-        """The ground-truth box matched to each anchor (the first one where unmatched), with
-        the target's ``copied_fields`` and the field "matched_idxs" (the Matcher's output)."""
-        match_quality_matrix = boxlist_iou(target, anchor)
-        matched_idxs = self.proposal_matcher(match_quality_matrix)
-        # Negative indices (-1, -2) are clamped only to index safely; labels use matched_idxs.
-        matched_targets = target.copy_with_fields(list(copied_fields))[matched_idxs.clamp(min=0)]
-        matched_targets.add_field("matched_idxs", matched_idxs)
-        return matched_targets
+        """The ground-truth box matched to each anchor, with ``copied_fields`` and "matched_idxs"."""
+        return match_targets(self.proposal_matcher, target, anchor, copied_fields)
 
     def prepare_targets(self, anchors, targets):
         """

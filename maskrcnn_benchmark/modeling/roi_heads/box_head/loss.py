@@ -8,8 +8,7 @@ from maskrcnn_benchmark.modeling.balanced_positive_negative_sampler import (
 )
 from maskrcnn_benchmark.modeling.box_coder import BoxCoder
 from maskrcnn_benchmark.modeling.matcher import Matcher
-from maskrcnn_benchmark.modeling.utils import cat
-from maskrcnn_benchmark.structures.boxlist_ops import boxlist_iou
+from maskrcnn_benchmark.modeling.utils import cat, match_targets
 
 
 class FastRCNNLossComputation(object):
@@ -34,13 +33,7 @@ class FastRCNNLossComputation(object):
 
     def match_targets_to_proposals(self, proposal, target):
         """Per proposal, its matched ground truth (with field "labels") and "matched_idxs"."""
-        match_quality_matrix = boxlist_iou(target, proposal)
-        matched_idxs = self.proposal_matcher(match_quality_matrix)
-        target = target.copy_with_fields("labels")
-        # Unmatched proposals (-1, -2) take ground truth 0 here; their labels are reset below.
-        matched_targets = target[matched_idxs.clamp(min=0)]
-        matched_targets.add_field("matched_idxs", matched_idxs)
-        return matched_targets
+        return match_targets(self.proposal_matcher, target, proposal, ["labels"])
 
     def prepare_targets(self, proposals, targets):
         """Per image: int64 labels (0 background, -1 ignored) and (R, 4) regression targets."""

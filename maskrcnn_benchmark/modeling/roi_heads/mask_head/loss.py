@@ -3,8 +3,7 @@ import torch
 from torch.nn import functional as F
 
 from maskrcnn_benchmark.modeling.matcher import Matcher
-from maskrcnn_benchmark.modeling.utils import cat
-from maskrcnn_benchmark.structures.boxlist_ops import boxlist_iou
+from maskrcnn_benchmark.modeling.utils import cat, match_targets
 
 
 def project_masks_on_boxes(segmentation_masks, proposals, discretization_size):
@@ -54,12 +53,7 @@ class MaskRCNNLossComputation(object):
 
     def match_targets_to_proposals(self, proposal, target):
         """Per proposal, its matched ground truth (fields "labels", "masks", "matched_idxs")."""
-        match_quality_matrix = boxlist_iou(target, proposal)
-        matched_idxs = self.proposal_matcher(match_quality_matrix)
-        target = target.copy_with_fields(["labels", "masks"])
-        matched_targets = target[matched_idxs.clamp(min=0)]
-        matched_targets.add_field("matched_idxs", matched_idxs)
-        return matched_targets
+        return match_targets(self.proposal_matcher, target, proposal, ["labels", "masks"])
 
     def prepare_targets(self, proposals, targets):
         """Per image: int64 labels of all proposals and (P, M, M) targets of the positive ones."""
