@@ -3,6 +3,7 @@ import torch
 
 from .box_head.box_head import build_roi_box_head
 from .mask_head.mask_head import build_roi_mask_head
+from .mask_head.weight_transfer import build_bbox2mask
 
 
 class CombinedROIHeads(torch.nn.ModuleDict):
@@ -10,6 +11,9 @@ class CombinedROIHeads(torch.nn.ModuleDict):
 
     With MODEL.ROI_MASK_HEAD.SHARE_BOX_FEATURE_EXTRACTOR (the C4 configs) the mask head uses
     the box head's feature extractor, and in training reuses the box head's RoI features.
+    With MODEL.ROI_MASK_HEAD.USE_BBOX2MASK (LST) the entry "bbox2mask" holds the transfer
+    function T, and the mask head's class filters are T(box.predictor.cls_score.weight), not
+    detached, so the mask loss also trains the box classifier.
     """
 
     def __init__(self, cfg, heads):
@@ -17,6 +21,17 @@ class CombinedROIHeads(torch.nn.ModuleDict):
         self.cfg = cfg.clone()
         if cfg.MODEL.MASK_ON and cfg.MODEL.ROI_MASK_HEAD.SHARE_BOX_FEATURE_EXTRACTOR:
             self.mask.feature_extractor = self.box.feature_extractor
+        if cfg.MODEL.MASK_ON and cfg.MODEL.ROI_MASK_HEAD.USE_BBOX2MASK:
+            classifier = getattr(self.box.predictor, "cls_score", None)
+            box_dim = cfg.MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM
+            if not isinstance(classifier, torch.nn.Linear) or classifier.in_features != box_dim:
+                raise ValueError(
+                    "MODEL.ROI_MASK_HEAD.USE_BBOX2MASK transfers the box predictor's "
+                    "cls_score.weight, which must be a Linear on MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM "
+                    "({}) features; use an FPN box head (e.g. FPN2MLPCosineFeatureExtractor with "
+                    "FPNCosinePredictor)".format(box_dim)
+                )
+            self.bbox2mask = build_bbox2mask(cfg)
 
     def forward(self, features, proposals, targets=None):
         """
@@ -40,7 +55,12 @@ class CombinedROIHeads(torch.nn.ModuleDict):
             # In training the shared extractor's output for the sampled RoIs is already known.
             if self.training and self.cfg.MODEL.ROI_MASK_HEAD.SHARE_BOX_FEATURE_EXTRACTOR:
                 mask_features = x
-            x, detections, loss_mask = self.mask(mask_features, detections, targets)
+            class_weights = None
+            if self.cfg.MODEL.ROI_MASK_HEAD.USE_BBOX2MASK:
+                class_weights = self.bbox2mask(self.box.predictor.cls_score.weight)
+            x, detections, loss_mask = self.mask(
+                mask_features, detections, targets, class_weights=class_weights
+            )
             losses.update(loss_mask)
         return x, detections, losses
 

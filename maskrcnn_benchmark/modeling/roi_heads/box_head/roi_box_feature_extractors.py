@@ -70,6 +70,22 @@ class FPN2MLPFeatureExtractor(nn.Module):
         return F.relu(self.fc7(x))
 
 
+@registry.ROI_BOX_FEATURE_EXTRACTORS.register("FPN2MLPCosineFeatureExtractor")
+class FPN2MLPCosineFeatureExtractor(FPN2MLPFeatureExtractor):
+    """LST's FPN head (paper §3.2, "modified backbone"): as FPN2MLPFeatureExtractor, but fc7 has
+    no ReLU, so the features fed to the cosine classifier can be negative.
+
+    Output: (R, MLP_HEAD_DIM). Same modules and state-dict keys (fc6, fc7) and initialisation as
+    FPN2MLPFeatureExtractor, so COCO-trained fc6/fc7 weights load unchanged.
+    """
+
+    def forward(self, x, proposals):
+        x = self.pooler(x, proposals)
+        x = x.flatten(start_dim=1)
+        x = F.relu(self.fc6(x))
+        return self.fc7(x)
+
+
 @registry.ROI_BOX_FEATURE_EXTRACTORS.register("FPNXconv1fcFeatureExtractor")
 class FPNXconv1fcFeatureExtractor(nn.Module):
     """FPN head: multi-level ROIAlign, NUM_STACKED_CONVS x (3x3 conv CONV_HEAD_DIM [+ GN] + ReLU),

@@ -1,10 +1,12 @@
 """Box predictors, registered in ``registry.ROI_BOX_PREDICTOR``: class logits and box deltas.
 
-Both return ``(class_logits (R, NUM_CLASSES), box_regression (R, 4 * K))`` with K = NUM_CLASSES,
+All return ``(class_logits (R, NUM_CLASSES), box_regression (R, 4 * K))`` with K = NUM_CLASSES,
 or K = 2 (background, foreground) when MODEL.CLS_AGNOSTIC_BBOX_REG. Initialisation: cls_score
 N(0, 0.01), bbox_pred N(0, 0.001), zero biases.
 """
+import torch
 from torch import nn
+from torch.nn import functional as F
 
 from maskrcnn_benchmark.modeling import registry
 
@@ -19,6 +21,18 @@ def _make_linear_predictors(cfg, in_channels):
     for layer in (cls_score, bbox_pred):
         nn.init.constant_(layer.bias, 0)
     return cls_score, bbox_pred
+
+
+def _flatten_vector_features(x, predictor_name):
+    """(R, C) or (R, C, 1, 1) features as (R, C); spatial features are an error."""
+    if x.dim() == 4:
+        if tuple(x.shape[2:]) != (1, 1):
+            raise ValueError(
+                "{} expects (R, C) or (R, C, 1, 1) features, got shape {}; use "
+                "FastRCNNPredictor for spatial features".format(predictor_name, tuple(x.shape))
+            )
+        x = x.flatten(start_dim=1)
+    return x
 
 
 @registry.ROI_BOX_PREDICTOR.register("FastRCNNPredictor")
@@ -44,14 +58,46 @@ class FPNPredictor(nn.Module):
         self.cls_score, self.bbox_pred = _make_linear_predictors(cfg, in_channels)
 
     def forward(self, x):
-        if x.dim() == 4:
-            if tuple(x.shape[2:]) != (1, 1):
-                raise ValueError(
-                    "FPNPredictor expects (R, C) or (R, C, 1, 1) features, got shape {}; use "
-                    "FastRCNNPredictor for spatial features".format(tuple(x.shape))
-                )
-            x = x.flatten(start_dim=1)
+        x = _flatten_vector_features(x, "FPNPredictor")
         return self.cls_score(x), self.bbox_pred(x)
+
+
+@registry.ROI_BOX_PREDICTOR.register("FPNCosinePredictor")
+class FPNCosinePredictor(nn.Module):
+    """LST's scaled cosine classifier (paper §3.2) with an ordinary box regressor.
+
+    class_logits[r, j] = s * <x_r / |x_r|, w_j / |w_j|>  (eps 1e-12), with cls_score a bias-free
+    Linear whose rows w_j (background row 0 included) are only used through their direction.
+    box_regression = bbox_pred(ReLU(x)): the regressor sees rectified features, as after
+    FPN2MLPFeatureExtractor's fc7 + ReLU. s ("scale_cls", shape (1,)) starts at
+    MODEL.ROI_BOX_HEAD.COSINE_SCALE and is a parameter when COSINE_SCALE_LEARNABLE, a buffer
+    otherwise; either way it is saved under the key "scale_cls".
+    Input: (R, C) or (R, C, 1, 1) features, e.g. from FPN2MLPCosineFeatureExtractor.
+    """
+
+    def __init__(self, cfg, in_channels):
+        super(FPNCosinePredictor, self).__init__()
+        num_classes = cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES
+        num_bbox_reg_classes = 2 if cfg.MODEL.CLS_AGNOSTIC_BBOX_REG else num_classes
+        self.cls_score = nn.Linear(in_channels, num_classes, bias=False)
+        self.bbox_pred = nn.Linear(in_channels, num_bbox_reg_classes * 4)
+        nn.init.normal_(self.cls_score.weight, mean=0, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, mean=0, std=0.001)
+        nn.init.constant_(self.bbox_pred.bias, 0)
+
+        scale = torch.tensor([float(cfg.MODEL.ROI_BOX_HEAD.COSINE_SCALE)])
+        if cfg.MODEL.ROI_BOX_HEAD.COSINE_SCALE_LEARNABLE:
+            self.scale_cls = nn.Parameter(scale)
+        else:
+            self.register_buffer("scale_cls", scale)
+
+    def forward(self, x):
+        x = _flatten_vector_features(x, "FPNCosinePredictor")
+        box_regression = self.bbox_pred(F.relu(x))
+        x_normalized = F.normalize(x, p=2, dim=1, eps=1e-12)
+        weight_normalized = F.normalize(self.cls_score.weight, p=2, dim=1, eps=1e-12)
+        class_logits = self.scale_cls * F.linear(x_normalized, weight_normalized)
+        return class_logits, box_regression
 
 
 def make_roi_box_predictor(cfg, in_channels):

@@ -51,7 +51,7 @@ class ROIMaskHead(torch.nn.Module):
         self.post_processor = make_roi_mask_post_processor(cfg)
         self.loss_evaluator = make_roi_mask_loss_evaluator(cfg)
 
-    def forward(self, features, proposals, targets=None):
+    def forward(self, features, proposals, targets=None, class_weights=None):
         """
         Arguments:
             features (list[Tensor] or Tensor): the backbone's feature maps; in training with
@@ -59,6 +59,8 @@ class ROIMaskHead(torch.nn.Module):
             proposals (list[BoxList]): in training the box head's sampled proposals (with
                 "labels"), at test time its detections.
             targets (list[BoxList], optional): ground truth with "labels" and "masks".
+            class_weights (Tensor, optional): (NUM_CLASSES, M) per-class mask filters
+                T(cls_score.weight); required with MODEL.ROI_MASK_HEAD.USE_BBOX2MASK.
 
         Returns:
             x (Tensor): the extractor's features of the RoIs.
@@ -73,7 +75,15 @@ class ROIMaskHead(torch.nn.Module):
             x = features[torch.cat(positive_inds, dim=0)]
         else:
             x = self.feature_extractor(features, proposals)
-        mask_logits = self.predictor(x)
+        if self.cfg.MODEL.ROI_MASK_HEAD.USE_BBOX2MASK:
+            if class_weights is None:
+                raise ValueError(
+                    "MODEL.ROI_MASK_HEAD.USE_BBOX2MASK needs the transferred class weights: call "
+                    "the mask head with class_weights=bbox2mask(cls_score.weight)"
+                )
+            mask_logits = self.predictor(x, class_weights)
+        else:
+            mask_logits = self.predictor(x)
 
         if not self.training:
             return x, self.post_processor(mask_logits, proposals), {}

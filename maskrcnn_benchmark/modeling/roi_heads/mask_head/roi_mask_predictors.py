@@ -1,8 +1,12 @@
-"""Mask predictors, registered in ``registry.ROI_MASK_PREDICTOR``: per-class mask logits.
+"""Mask predictors: per-class mask logits.
 
-Both return (R, NUM_CLASSES, h', w') logits. Weights: Kaiming normal (fan_out, relu; Caffe2's
-MSRAFill), zero biases.
+All return (R, NUM_CLASSES, h', w') logits. Weights: Kaiming normal (fan_out, relu; Caffe2's
+MSRAFill), zero biases. The upstream predictors are registered in ``registry.ROI_MASK_PREDICTOR``;
+LST's MaskXRCNNC4Predictor needs the transferred class weights at call time, so it is not a
+registry entry: MODEL.ROI_MASK_HEAD.USE_BBOX2MASK selects it (as in the authors' code).
 """
+import logging
+
 from torch import nn
 from torch.nn import functional as F
 
@@ -52,6 +56,70 @@ class MaskRCNNConv1x1Predictor(nn.Module):
         return self.mask_fcn_logits(x)
 
 
+class MaskXRCNNC4Predictor(nn.Module):
+    """LST's Mask^X R-CNN predictor (paper §3.2): class mask filters come from the box classifier.
+
+    "conv5_mask" (2x2 stride-2 transposed conv to CONV_LAYERS[-1] = M channels + ReLU, as in
+    MaskRCNNC4Predictor), then a bias-free 1x1 conv whose C filters are the rows of
+    ``class_weights`` = T(cls_score.weight), shape (C, M). With MODEL.ROI_MASK_HEAD.USE_MLPMASK a
+    class-agnostic "MLP_mask" = Linear(M * S * S, S * S) (S = RESOLUTION) maps the flattened
+    deconv output to one (S, S) mask that is added to every class channel.
+    (R, in_channels, S/2, S/2) -> (R, C, S, S).
+    """
+
+    def __init__(self, cfg, in_channels):
+        super(MaskXRCNNC4Predictor, self).__init__()
+        dim_reduced = cfg.MODEL.ROI_MASK_HEAD.CONV_LAYERS[-1]
+        self.resolution = cfg.MODEL.ROI_MASK_HEAD.RESOLUTION
+        self.conv5_mask = ConvTranspose2d(in_channels, dim_reduced, 2, 2, 0)
+        if cfg.MODEL.ROI_MASK_HEAD.USE_MLPMASK:
+            self.MLP_mask = nn.Linear(dim_reduced * self.resolution ** 2, self.resolution ** 2)
+        else:
+            self.MLP_mask = None
+        _init_msra(self)
+
+    def forward(self, x, class_weights):
+        """
+        Arguments:
+            x (Tensor): (R, in_channels, S/2, S/2) mask-head features.
+            class_weights (Tensor): (C, M) per-class mask filters, T(cls_score.weight).
+
+        Returns:
+            mask_logits (Tensor): (R, C, S, S).
+        """
+        x = F.relu(self.conv5_mask(x))
+        if class_weights.dim() != 2 or class_weights.shape[1] != x.shape[1]:
+            raise ValueError(
+                "MaskXRCNNC4Predictor needs class_weights of shape (C, {}) (the transfer "
+                "function's output), got {}; check that MODEL.ROI_MASK_HEAD.CONV_LAYERS[-1] "
+                "matches bbox2mask".format(x.shape[1], tuple(class_weights.shape))
+            )
+        mask_logits = F.conv2d(x, class_weights[:, :, None, None])
+        if self.MLP_mask is not None:
+            if tuple(x.shape[2:]) != (self.resolution, self.resolution):
+                raise ValueError(
+                    "MLP_mask expects {0}x{0} deconv outputs (MODEL.ROI_MASK_HEAD.RESOLUTION), "
+                    "got {1}; set RESOLUTION to twice the mask pooler's "
+                    "resolution".format(self.resolution, tuple(x.shape[2:]))
+                )
+            agnostic_mask = self.MLP_mask(x.flatten(start_dim=1))
+            mask_logits = mask_logits + agnostic_mask.view(-1, 1, self.resolution, self.resolution)
+        return mask_logits
+
+
 def make_roi_mask_predictor(cfg, in_channels):
-    """The predictor named by MODEL.ROI_MASK_HEAD.PREDICTOR."""
-    return registry.ROI_MASK_PREDICTOR[cfg.MODEL.ROI_MASK_HEAD.PREDICTOR](cfg, in_channels)
+    """The predictor named by MODEL.ROI_MASK_HEAD.PREDICTOR, or MaskXRCNNC4Predictor whenever
+    MODEL.ROI_MASK_HEAD.USE_BBOX2MASK is set (whatever PREDICTOR says, as the authors did)."""
+    head_cfg = cfg.MODEL.ROI_MASK_HEAD
+    if head_cfg.USE_MLPMASK and not head_cfg.USE_BBOX2MASK:
+        raise ValueError(
+            "MODEL.ROI_MASK_HEAD.USE_MLPMASK is only implemented by the weight-transfer predictor; "
+            "set MODEL.ROI_MASK_HEAD.USE_BBOX2MASK True as well, or USE_MLPMASK False"
+        )
+    if head_cfg.USE_BBOX2MASK:
+        logging.getLogger(__name__).info(
+            "MODEL.ROI_MASK_HEAD.USE_BBOX2MASK is set: using MaskXRCNNC4Predictor instead of %s",
+            head_cfg.PREDICTOR,
+        )
+        return MaskXRCNNC4Predictor(cfg, in_channels)
+    return registry.ROI_MASK_PREDICTOR[head_cfg.PREDICTOR](cfg, in_channels)
