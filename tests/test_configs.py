@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from maskrcnn_benchmark.config import cfg
+from maskrcnn_benchmark.config import cfg, merge_config_file
 from maskrcnn_benchmark.utils.imports import import_file
 
 CONFIG_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -36,7 +36,7 @@ def catalog():
 def _merged(*yaml_relpaths, opts=()):
     config = cfg.clone()
     for rel in yaml_relpaths:
-        config.merge_from_file(os.path.join(CONFIG_ROOT, rel))
+        merge_config_file(config, os.path.join(CONFIG_ROOT, rel))
     config.merge_from_list(list(opts))
     return config
 
@@ -71,7 +71,7 @@ def test_upstream_config_set_is_present():
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: os.path.relpath(p, CONFIG_ROOT))
 def test_every_config_merges_into_the_defaults(path):
     config = cfg.clone()
-    config.merge_from_file(path)
+    merge_config_file(config, path)
     config.freeze()
     assert config.MODEL.META_ARCHITECTURE == "GeneralizedRCNN"
 
@@ -327,7 +327,7 @@ def test_every_dataset_named_by_a_config_is_in_the_catalog(catalog):
         if os.sep + "tests" + os.sep in path:
             continue  # configs/tests/ name the fixture datasets of the tests' own PATHS_CATALOG
         config = cfg.clone()
-        config.merge_from_file(path)
+        merge_config_file(config, path)
         for name in config.DATASETS.TRAIN + config.DATASETS.TEST:
             if name in UNSUPPORTED_UPSTREAM_DATASETS:
                 continue
@@ -363,7 +363,7 @@ def test_model_catalog_detectron_urls(catalog):
 def test_every_catalog_weight_named_by_a_config_resolves(catalog):
     for path in CONFIG_FILES:
         config = cfg.clone()
-        config.merge_from_file(path)
+        merge_config_file(config, path)
         if config.MODEL.WEIGHT.startswith("catalog://"):
             url = catalog.ModelCatalog.get(config.MODEL.WEIGHT[len("catalog://"):])
             assert url.startswith("https://dl.fbaipublicfiles.com/detectron/") and url.endswith(".pkl")
@@ -374,3 +374,30 @@ def test_unknown_model_error_names_the_model(catalog):
         catalog.ModelCatalog.get("ImageNetPretrained/MSRA/R-18")
     with pytest.raises(RuntimeError, match="NotACatalogName"):
         catalog.ModelCatalog.get("NotACatalogName")
+
+
+# --------------------------------------------------------------------------- _BASE_ files
+
+
+def test_base_file_is_merged_first_then_overridden(tmp_path):
+    (tmp_path / "base.yaml").write_text("SOLVER:\n  BASE_LR: 0.5\n  MAX_ITER: 7\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "child.yaml").write_text("_BASE_: ../base.yaml\nSOLVER:\n  MAX_ITER: 9\n")
+    config = cfg.clone()
+    merge_config_file(config, str(tmp_path / "sub" / "child.yaml"))
+    assert config.SOLVER.BASE_LR == 0.5 and config.SOLVER.MAX_ITER == 9
+    assert cfg.SOLVER.MAX_ITER != 9  # the defaults are untouched
+
+
+def test_base_chain_errors_name_the_files(tmp_path):
+    (tmp_path / "a.yaml").write_text("_BASE_: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("_BASE_: a.yaml\n")
+    with pytest.raises(ValueError, match="circular"):
+        merge_config_file(cfg.clone(), str(tmp_path / "a.yaml"))
+    (tmp_path / "c.yaml").write_text("_BASE_: missing.yaml\n")
+    with pytest.raises(FileNotFoundError, match="missing.yaml.*c.yaml"):
+        merge_config_file(cfg.clone(), str(tmp_path / "c.yaml"))
+    (tmp_path / "d.yaml").write_text("_BASE_: b2.yaml\n")
+    (tmp_path / "b2.yaml").write_text("SOLVER:\n  NOT_A_KEY: 1\n")
+    with pytest.raises(KeyError, match="NOT_A_KEY"):
+        merge_config_file(cfg.clone(), str(tmp_path / "d.yaml"))

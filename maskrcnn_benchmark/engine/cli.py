@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from maskrcnn_benchmark.config.config_file import merge_config_file
 from maskrcnn_benchmark.utils.collect_env import collect_env_info
 from maskrcnn_benchmark.utils.comm import synchronize
 
@@ -41,8 +42,8 @@ def load_config(cfg, config_file, opts):
     if not os.path.isfile(config_file):
         raise SystemExit(f"error: config file {config_file} does not exist")
     try:
-        cfg.merge_from_file(config_file)
-    except (KeyError, ValueError, AssertionError, yaml.YAMLError) as error:
+        merge_config_file(cfg, config_file)
+    except (KeyError, FileNotFoundError, ValueError, AssertionError, yaml.YAMLError) as error:
         raise SystemExit(f"error in config file {config_file}: {_reason(error)}") from None
     try:
         cfg.merge_from_list(opts or [])
