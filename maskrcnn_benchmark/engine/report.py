@@ -1,0 +1,357 @@
+"""The paper's tables and plots from evaluation outputs (metrics.json files).
+
+Two reports:
+
+* Table 1 of the LST paper (plus APr/c/f): one row per model, read from the metrics.json that
+  the LVIS evaluation writes ({"bbox": {...}, "segm": {...}}, see lvis_eval.lvis_metrics).
+* The LST phase report: one row per class-incremental phase of an experiment directory
+  (phases.json and phase_<t>/inference/<dataset>/metrics.json), with the AP of the old, new and
+  all classes, and its plots (AP per phase, like the paper's Figures 7-8; AP per bin).
+
+metrics.json holds APs on a 0..1 scale with -1 when undefined; the reports show percent with one
+decimal, like the paper, and an undefined value as "–" (markdown) or null (json).
+"""
+import json
+import logging
+import math
+import os
+from collections import OrderedDict
+
+from matplotlib.figure import Figure
+
+from maskrcnn_benchmark.data.datasets.evaluation.lvis.bins import INSTANCE_COUNT_BINS
+from maskrcnn_benchmark.data.lst_phases import load_phases
+from maskrcnn_benchmark.utils.miscellaneous import atomic_open, atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+UNDEFINED = "–"
+PLOT_DPI = 150
+BIN_LABELS = list(INSTANCE_COUNT_BINS)
+GROUP_NAMES = ("old", "new", "all")
+
+# Metric columns: column name -> (iou type, key, key inside that entry or None).
+_BIN_COLUMNS = [("AP" + label, ("segm", "bins", label)) for label in BIN_LABELS]
+_SUMMARY_COLUMNS = [
+    ("AP", ("segm", "AP", None)),
+    ("AP50", ("segm", "AP50", None)),
+    ("AP75", ("segm", "AP75", None)),
+    ("AP^bb", ("bbox", "AP", None)),
+    ("APr", ("segm", "APr", None)),
+    ("APc", ("segm", "APc", None)),
+    ("APf", ("segm", "APf", None)),
+]
+_GROUP_COLUMNS = [("AP " + name, ("segm", "groups", name)) for name in GROUP_NAMES]
+
+TABLE1_METRICS = OrderedDict(_BIN_COLUMNS + _SUMMARY_COLUMNS)
+TABLE1_COLUMNS = ["model"] + list(TABLE1_METRICS)
+PHASE_METRICS = OrderedDict(_BIN_COLUMNS + _SUMMARY_COLUMNS + _GROUP_COLUMNS)
+PHASE_COLUMNS = ["phase", "#classes"] + list(PHASE_METRICS)
+
+
+class ReportInputError(ValueError):
+    """An input of a report (metrics.json, phases.json) is malformed; the message names the file."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading inputs
+# ---------------------------------------------------------------------------------------------
+
+def load_metrics(path):
+    """Read a metrics.json; raise ReportInputError naming ``path`` if it is malformed.
+
+    Returns:
+        dict: {"segm": {...}, "bbox": {...} (optional)} as lvis_metrics writes it.
+    """
+    try:
+        with open(path) as f:
+            metrics = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ReportInputError("metrics file {}: not valid JSON ({})".format(path, e)) from None
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("segm"), dict):
+        raise ReportInputError(
+            "metrics file {}: no \"segm\" entry; expected {{\"bbox\": {{...}}, \"segm\": {{...}}}} "
+            "as written by the LVIS evaluation of a Mask R-CNN run".format(path))
+    for iou_type in ("bbox", "segm"):
+        if iou_type in metrics and not isinstance(metrics[iou_type], dict):
+            raise ReportInputError("metrics file {}: \"{}\" is not an object".format(
+                path, iou_type))
+    return metrics
+
+
+def _metric_value(metrics, location, path):
+    """The AP at ``location`` (iou type, key, sub-key) in percent, rounded to one decimal, or
+    None when it is missing or undefined (-1 or NaN)."""
+    iou_type, key, sub_key = location
+    value = metrics.get(iou_type, {}).get(key)
+    if sub_key is not None:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ReportInputError("metrics file {}: \"{}\".\"{}\" is not an object".format(
+                path, iou_type, key))
+        value = value.get(sub_key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ReportInputError("metrics file {}: {} is {!r}, not a number".format(
+            path, ".".join(k for k in location if k is not None), value))
+    if math.isnan(value) or value < 0:
+        return None
+    return round(100.0 * value, 1)
+
+
+def metric_values(metrics, columns, path):
+    """OrderedDict column -> percent (one decimal) or None, for the ``columns`` mapping
+    (TABLE1_METRICS or PHASE_METRICS)."""
+    return OrderedDict((name, _metric_value(metrics, location, path))
+                       for name, location in columns.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting
+# ---------------------------------------------------------------------------------------------
+
+def format_cell(value):
+    """A table cell: one decimal for a number, "–" for None, the text otherwise."""
+    if value is None:
+        return UNDEFINED
+    if isinstance(value, float):
+        return "{:.1f}".format(value)
+    return str(value)
+
+
+def markdown_table(columns, rows):
+    """A GitHub markdown table of ``rows`` (dicts keyed by ``columns``)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(format_cell(row.get(c)) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def _save_figure(figure, path):
+    with atomic_open(path, "wb") as f:
+        figure.savefig(f, format="png", dpi=PLOT_DPI, bbox_inches="tight")
+
+
+def _plot_value(value):
+    return float("nan") if value is None else value
+
+
+def plot_grouped_bins(series, path, title):
+    """Grouped bar plot of mask AP per training instance-count bin, saved as a png at ``path``.
+
+    Arguments:
+        series (list[tuple[str, dict]]): (legend label, {"AP<bin>": percent or None}) per bar group
+            member; an undefined bin draws no bar.
+    """
+    figure = Figure(figsize=(9, 4.5))
+    axes = figure.subplots()
+    positions = list(range(len(BIN_LABELS)))
+    width = 0.8 / max(len(series), 1)
+    for index, (label, values) in enumerate(series):
+        offset = (index - (len(series) - 1) / 2.0) * width
+        heights = [_plot_value(values.get("AP" + b)) for b in BIN_LABELS]
+        axes.bar([p + offset for p in positions], heights, width=width, label=label)
+        for position, height in zip(positions, heights):
+            if math.isnan(height):  # mark an undefined bin, which would look like AP 0
+                axes.text(position + offset, 0, UNDEFINED, ha="center", va="bottom")
+    if not series:
+        axes.text(0.5, 0.5, "no finished runs yet", ha="center", va="center",
+                  transform=axes.transAxes)
+    axes.set_xticks(positions)
+    axes.set_xticklabels(BIN_LABELS)
+    axes.set_xlabel("training instances per category")
+    axes.set_ylabel("mask AP (%)")
+    axes.set_title(title)
+    axes.grid(axis="y", alpha=0.3)
+    if series:
+        axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _save_figure(figure, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Table 1
+# ---------------------------------------------------------------------------------------------
+
+def table1_rows(entries):
+    """Rows of Table 1.
+
+    Arguments:
+        entries (list[tuple[str, str]]): (model name, metrics.json path) per row, in order.
+
+    Returns:
+        list[OrderedDict]: "model", "metrics_file", "status" ("ok" or "not run", when the file
+        does not exist) and a value (percent or None) per column of TABLE1_METRICS.
+    """
+    rows = []
+    for model, metrics_file in entries:
+        row = OrderedDict([("model", model), ("metrics_file", metrics_file)])
+        if os.path.isfile(metrics_file):
+            row["status"] = "ok"
+            row.update(metric_values(load_metrics(metrics_file), TABLE1_METRICS, metrics_file))
+        else:
+            row["status"] = "not run"
+            row.update((name, None) for name in TABLE1_METRICS)
+        rows.append(row)
+    return rows
+
+
+def table1_markdown(rows, title=None, note=None):
+    """Table 1 as markdown: the title, the table (a row not run says so), the notes."""
+    cells = [row if row["status"] == "ok" else dict(row, **{TABLE1_COLUMNS[1]: "not run"})
+             for row in rows]
+    parts = ["## " + title] if title else []
+    parts.append(markdown_table(TABLE1_COLUMNS, cells))
+    parts.append("Mask AP (%) unless stated; AP^bb is box AP; {} = undefined (no category with "
+                 "ground truth).".format(UNDEFINED))
+    if note:
+        parts.append(note)
+    return "\n\n".join(parts) + "\n"
+
+
+def write_table1(entries, output_dir, title="Table 1", note=None):
+    """Write output_dir/table1.md, table1.json and table1_ap_per_bin.png; return the markdown.
+
+    Arguments:
+        entries (list[tuple[str, str]]): (model name, metrics.json path); a missing file is a row
+            "not run".
+    """
+    rows = table1_rows(entries)
+    markdown = table1_markdown(rows, title, note)
+    atomic_write_text(os.path.join(output_dir, "table1.md"), markdown)
+    atomic_write_json({"title": title, "note": note, "columns": TABLE1_COLUMNS, "rows": rows},
+                      os.path.join(output_dir, "table1.json"))
+    series = [(row["model"], row) for row in rows if row["status"] == "ok"]
+    plot_grouped_bins(series, os.path.join(output_dir, "table1_ap_per_bin.png"),
+                      "{}: mask AP per training instance-count bin".format(title))
+    return markdown
+
+
+# ---------------------------------------------------------------------------------------------
+# LST phase report
+# ---------------------------------------------------------------------------------------------
+
+def phase_metrics_file(phases_dir, phase):
+    """phase_<t>/inference/<dataset>/metrics.json of a phase, or None when there is none.
+
+    Uses the first dataset folder (by name) that holds a metrics.json; warns when there are several.
+    """
+    inference_dir = os.path.join(phases_dir, "phase_{}".format(phase), "inference")
+    if not os.path.isdir(inference_dir):
+        return None
+    found = sorted(os.path.join(inference_dir, d, "metrics.json") for d in os.listdir(inference_dir)
+                   if os.path.isfile(os.path.join(inference_dir, d, "metrics.json")))
+    if len(found) > 1:
+        logger.warning("%s holds the metrics of several datasets; reporting %s", inference_dir,
+                       found[0])
+    return found[0] if found else None
+
+
+def phase_rows(phases_dir, phases=None):
+    """Rows of the phase table, from phase 0 up to the first phase without metrics.
+
+    Returns:
+        list[OrderedDict]: "phase", "#classes" (classes seen up to the phase), "status"
+        ("finished" or, for the last row only, "not finished"), "metrics_file", and a value
+        (percent or None) per column of PHASE_METRICS. Phases after the first unfinished one are
+        not listed.
+    """
+    phases = phases if phases is not None else load_phases(os.path.join(phases_dir, "phases.json"))
+    rows, classes_seen = [], 0
+    for phase, group in enumerate(phases["groups"]):
+        classes_seen += len(group)
+        metrics_file = phase_metrics_file(phases_dir, phase)
+        row = OrderedDict([("phase", phase), ("#classes", classes_seen)])
+        if metrics_file is None:
+            row.update([("status", "not finished"), ("metrics_file", None)])
+            row.update((name, None) for name in PHASE_METRICS)
+            rows.append(row)
+            break
+        row.update([("status", "finished"), ("metrics_file", metrics_file)])
+        row.update(metric_values(load_metrics(metrics_file), PHASE_METRICS, metrics_file))
+        rows.append(row)
+    return rows
+
+
+def phase_title(phases, phases_dir):
+    parts = ["LST phases of {}".format(os.path.basename(os.path.normpath(phases_dir)))]
+    if "base" in phases and "phase_size" in phases:
+        parts.append("base {}, phase size {}, {} phases".format(
+            phases["base"], phases["phase_size"], len(phases["groups"])))
+    return ": ".join(parts)
+
+
+def phase_markdown(rows, title):
+    """The phase table as markdown (an unfinished phase says so in its first metric column)."""
+    cells = [row if row["status"] == "finished" else dict(row, **{PHASE_COLUMNS[2]: "not finished"})
+             for row in rows]
+    return "\n\n".join([
+        "## " + title,
+        markdown_table(PHASE_COLUMNS, cells),
+        "Mask AP (%) unless stated; AP^bb is box AP; AP old / new / all: classes of earlier "
+        "phases / of this phase / all seen so far; {} = undefined.".format(UNDEFINED),
+    ]) + "\n"
+
+
+def plot_ap_per_phase(rows, path, title, comparisons=()):
+    """Mask AP of the old, new and all classes against the phase index (paper Figs. 7-8).
+
+    Arguments:
+        rows (list[dict]): phase_rows of the run.
+        comparisons (list[tuple[str, list[dict]]]): (label, phase_rows) of other runs, drawn
+            dashed ("all" and "new" only).
+    """
+    figure = Figure(figsize=(7, 4.5))
+    axes = figure.subplots()
+    finished = [row for row in rows if row["status"] == "finished"]
+    for name, marker in zip(GROUP_NAMES, ("s", "^", "o")):
+        axes.plot([row["phase"] for row in finished],
+                  [_plot_value(row["AP " + name]) for row in finished],
+                  marker=marker, label=name + " classes")
+    for label, other_rows in comparisons:
+        other = [row for row in other_rows if row["status"] == "finished"]
+        color = None
+        for name, marker in (("all", "o"), ("new", "^")):
+            lines = axes.plot([row["phase"] for row in other],
+                              [_plot_value(row["AP " + name]) for row in other],
+                              linestyle="--", marker=marker, color=color,
+                              label="{}: {} classes".format(label, name))
+            color = lines[0].get_color()
+    phase_count = max([len(rows)] + [len(r) for _, r in comparisons])
+    axes.set_xticks(list(range(phase_count)))
+    axes.set_xlabel("phase")
+    axes.set_ylabel("mask AP (%)")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _save_figure(figure, path)
+
+
+def write_phase_report(phases_dir, comparisons=()):
+    """Write phases_dir/report/{table.md, table.json, ap_per_phase.png, ap_per_bin.png}.
+
+    Arguments:
+        phases_dir (str): OUTPUT_DIR of an LST experiment (phases.json, phase_<t>/).
+        comparisons (list[tuple[str, str]]): (label, phases_dir) of other runs to draw dashed in
+            ap_per_phase.png.
+
+    Returns:
+        str: the markdown table (as written to table.md).
+    """
+    phases = load_phases(os.path.join(phases_dir, "phases.json"))
+    rows = phase_rows(phases_dir, phases)
+    title = phase_title(phases, phases_dir)
+    markdown = phase_markdown(rows, title)
+    report_dir = os.path.join(phases_dir, "report")
+    atomic_write_text(os.path.join(report_dir, "table.md"), markdown)
+    atomic_write_json({"title": title, "columns": PHASE_COLUMNS, "rows": rows},
+                      os.path.join(report_dir, "table.json"))
+    other_runs = [(label, phase_rows(other_dir)) for label, other_dir in comparisons]
+    plot_ap_per_phase(rows, os.path.join(report_dir, "ap_per_phase.png"),
+                      "Mask AP per phase: old, new and all classes", other_runs)
+    series = [("phase {}".format(row["phase"]), row) for row in rows
+              if row["status"] == "finished"]
+    plot_grouped_bins(series, os.path.join(report_dir, "ap_per_bin.png"),
+                      "Mask AP per training instance-count bin, after each phase")
+    return markdown

@@ -1,0 +1,296 @@
+"""maskrcnn_benchmark.engine.report and tools/lst_report.py: Table 1 and the LST phase report from
+hand-made metrics.json files (values, undefined cells, missing runs, plots, errors, the CLI)."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from maskrcnn_benchmark.engine.report import (
+    PHASE_COLUMNS,
+    TABLE1_COLUMNS,
+    ReportInputError,
+    phase_rows,
+    write_phase_report,
+    write_table1,
+)
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN_LABELS = ["(0,1]", "(0,5)", "(0,10)", "[10,100)", "[100,1000)", "[1000,-)"]
+
+
+def make_metrics(seed, bins=True, groups=None, undefined=()):
+    """A metrics.json dict with distinct values derived from ``seed``; keys in ``undefined`` are -1
+    (a bin label for a bin; "APr" etc. for a summary key)."""
+    def value(k):
+        return (seed * 0.1 + k * 0.0123456) % 1.0
+
+    def entry(offset):
+        keys = ["AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf", "AR@300"]
+        result = {key: (-1.0 if key in undefined else value(offset + k)) for k, key in enumerate(keys)}
+        if bins:
+            result["bins"] = {label: (-1.0 if label in undefined else value(offset + 20 + k))
+                              for k, label in enumerate(BIN_LABELS)}
+        if groups is not None:
+            result["groups"] = dict(groups)
+        result["per_category_AP"] = {"1": value(offset + 40), "2": value(offset + 41)}
+        return result
+
+    return {"bbox": entry(100), "segm": entry(0)}
+
+
+def expected_cell(value):
+    return "{:.1f}".format(round(value * 100, 1))
+
+
+def write_json(path, obj):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f)
+    return str(path)
+
+
+def markdown_rows(markdown):
+    """Cells of the table rows (not the header or the separator) of a markdown text."""
+    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+
+
+def check_png(path):
+    assert os.path.isfile(path)
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        width, height = image.size
+        assert width > 100 and height > 100
+        image.load()  # decodes the whole file: a truncated png fails here
+
+
+def run_cli(*args):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, env.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tools", "lst_report.py"),
+                           *map(str, args)], env=env, capture_output=True, text=True, timeout=300)
+
+
+# ---------------------------------------------------------------------------------------------
+# Table 1
+# ---------------------------------------------------------------------------------------------
+
+def table1_values(metrics):
+    segm, bbox = metrics["segm"], metrics["bbox"]
+    return ([segm["bins"][label] for label in BIN_LABELS]
+            + [segm["AP"], segm["AP50"], segm["AP75"], bbox["AP"], segm["APr"], segm["APc"],
+               segm["APf"]])
+
+
+def test_table1_values_are_percent_with_one_decimal(tmp_path):
+    metrics_a, metrics_b = make_metrics(1), make_metrics(2)
+    entries = [("Baseline (Mask R-CNN)", write_json(tmp_path / "a" / "metrics.json", metrics_a)),
+               ("LST w MWG", write_json(tmp_path / "b" / "metrics.json", metrics_b))]
+    markdown = write_table1(entries, str(tmp_path / "report"), title="My table", note="a note")
+
+    with open(tmp_path / "report" / "table1.md") as f:
+        assert f.read() == markdown
+    assert "## My table" in markdown and "a note" in markdown
+    header = [line for line in markdown.splitlines() if line.startswith("|")][0]
+    assert [c.strip() for c in header.strip("|").split("|")] == TABLE1_COLUMNS
+    assert TABLE1_COLUMNS == ["model", "AP(0,1]", "AP(0,5)", "AP(0,10)", "AP[10,100)",
+                              "AP[100,1000)", "AP[1000,-)", "AP", "AP50", "AP75", "AP^bb",
+                              "APr", "APc", "APf"]
+    rows = markdown_rows(markdown)
+    for (model, metrics), cells in zip([("Baseline (Mask R-CNN)", metrics_a),
+                                        ("LST w MWG", metrics_b)], rows):
+        assert cells == [model] + [expected_cell(v) for v in table1_values(metrics)]
+
+    with open(tmp_path / "report" / "table1.json") as f:
+        table = json.load(f)
+    assert table["title"] == "My table" and table["columns"] == TABLE1_COLUMNS
+    for (model, path), metrics, row in zip(entries, [metrics_a, metrics_b], table["rows"]):
+        assert row["model"] == model and row["metrics_file"] == path
+        assert [row[c] for c in TABLE1_COLUMNS[1:]] == [round(v * 100, 1)
+                                                        for v in table1_values(metrics)]
+    check_png(tmp_path / "report" / "table1_ap_per_bin.png")
+
+
+def test_table1_missing_run_and_undefined_values(tmp_path):
+    nan_bins = make_metrics(3, undefined=("(0,1]", "APr"))
+    nan_bins["segm"]["bins"]["(0,5)"] = float("nan")  # json.dump writes NaN, json.load reads it
+    del nan_bins["segm"]["APf"]
+    no_bins = make_metrics(4, bins=False)
+    entries = [("Undefined", write_json(tmp_path / "u.json", nan_bins)),
+               ("Not yet", str(tmp_path / "missing" / "metrics.json")),
+               ("No bins", write_json(tmp_path / "n.json", no_bins))]
+    markdown = write_table1(entries, str(tmp_path / "report"))
+    undefined_row, missing_row, no_bins_row = markdown_rows(markdown)
+
+    column = {name: k for k, name in enumerate(TABLE1_COLUMNS)}
+    for name in ("AP(0,1]", "AP(0,5)", "APr", "APf"):
+        assert undefined_row[column[name]] == "–"
+    assert undefined_row[column["AP(0,10)"]] == expected_cell(nan_bins["segm"]["bins"]["(0,10)"])
+    assert missing_row[0] == "Not yet" and "not run" in missing_row
+    assert all(cell in ("not run", "–") for cell in missing_row[1:])
+    assert no_bins_row[column["AP(0,1]"]:column["AP"]] == ["–"] * 6
+    assert no_bins_row[column["AP"]] == expected_cell(no_bins["segm"]["AP"])
+
+    with open(tmp_path / "report" / "table1.json") as f:
+        rows = json.load(f)["rows"]
+    assert [row["status"] for row in rows] == ["ok", "not run", "ok"]
+    assert rows[0]["AP(0,1]"] is None and rows[0]["AP(0,5)"] is None and rows[0]["APf"] is None
+    assert all(rows[1][c] is None for c in TABLE1_COLUMNS[1:])
+    check_png(tmp_path / "report" / "table1_ap_per_bin.png")
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("{not json", "not valid JSON"),
+    (json.dumps({"bbox": {"AP": 0.5}}), "segm"),
+    (json.dumps({"segm": {"AP": "high"}}), "not a number"),
+])
+def test_table1_malformed_metrics_names_the_file(tmp_path, content, problem):
+    path = tmp_path / "bad" / "metrics.json"
+    path.parent.mkdir()
+    path.write_text(content)
+    with pytest.raises(ReportInputError, match=problem) as error:
+        write_table1([("Bad", str(path))], str(tmp_path / "report"))
+    assert str(path) in str(error.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Phase report
+# ---------------------------------------------------------------------------------------------
+
+GROUPS = [[5, 1, 2], [3, 4], [6, 7], [8]]  # base 3, phase size 2 (the last group is smaller)
+
+
+def make_phases_dir(root, finished, groups_ap=None):
+    """An LST experiment folder with phases.json and metrics for the phases in ``finished``.
+
+    Returns {phase: metrics dict}; the groups of phase t are {"all": ...} at phase 0 and
+    {"old", "new", "all"} after, with values from ``groups_ap`` (phase -> dict) or made up.
+    """
+    write_json(os.path.join(root, "phases.json"), {
+        "sorted_category_ids": [c for group in GROUPS for c in group],
+        "groups": GROUPS, "base": 3, "phase_size": 2})
+    written = {}
+    for phase in finished:
+        if groups_ap and phase in groups_ap:
+            groups = groups_ap[phase]
+        elif phase == 0:
+            groups = {"all": 0.31 + 0.01 * phase}
+        else:
+            groups = {"old": 0.2 + 0.01 * phase, "new": 0.05 * phase, "all": 0.25 + 0.003 * phase}
+        written[phase] = make_metrics(10 + phase, groups=groups)
+        write_json(os.path.join(root, "phase_{}".format(phase), "inference", "lvis_val",
+                                "metrics.json"), written[phase])
+    return written
+
+
+def phase_values(metrics):
+    groups = metrics["segm"]["groups"]
+    return table1_values(metrics) + [groups.get(name, -1.0) for name in ("old", "new", "all")]
+
+
+def test_phase_report_stops_at_first_unfinished_phase(tmp_path):
+    root = str(tmp_path / "lst")
+    written = make_phases_dir(root, finished=[0, 1, 3])  # phase 2 unfinished, 3 must be ignored
+    os.makedirs(os.path.join(root, "phase_2", "inference", "lvis_val"))  # evaluation under way
+    markdown = write_phase_report(root)
+
+    report = os.path.join(root, "report")
+    with open(os.path.join(report, "table.md")) as f:
+        assert f.read() == markdown
+    header = [line for line in markdown.splitlines() if line.startswith("|")][0]
+    assert [c.strip() for c in header.strip("|").split("|")] == PHASE_COLUMNS
+    rows = markdown_rows(markdown)
+    assert [row[0] for row in rows] == ["0", "1", "2"]
+    assert [row[1] for row in rows] == ["3", "5", "7"]  # classes seen: 3, 3 + 2, 3 + 2 + 2
+    for phase in (0, 1):
+        assert rows[phase][2:] == [expected_cell(v) if v >= 0 else "–"
+                                   for v in phase_values(written[phase])]
+    assert rows[0][-3:] == ["–", "–", expected_cell(written[0]["segm"]["groups"]["all"])]
+    assert "not finished" in rows[2]
+
+    with open(os.path.join(report, "table.json")) as f:
+        table = json.load(f)
+    assert table["columns"] == PHASE_COLUMNS
+    assert [row["status"] for row in table["rows"]] == ["finished", "finished", "not finished"]
+    groups_1 = written[1]["segm"]["groups"]
+    assert [table["rows"][1]["AP " + name] for name in ("old", "new", "all")] == [
+        round(groups_1[name] * 100, 1) for name in ("old", "new", "all")]
+    assert table["rows"][0]["AP old"] is None and table["rows"][0]["AP new"] is None
+    check_png(os.path.join(report, "ap_per_phase.png"))
+    check_png(os.path.join(report, "ap_per_bin.png"))
+
+
+def test_phase_old_new_all_come_from_groups_not_summary(tmp_path):
+    root = str(tmp_path / "lst")
+    groups_ap = {0: {"all": 0.123}, 1: {"old": 0.456, "new": float("nan"), "all": 0.789}}
+    written = make_phases_dir(root, finished=[0, 1, 2, 3], groups_ap=groups_ap)
+    rows = phase_rows(root)
+    assert [row["status"] for row in rows] == ["finished"] * 4
+    assert rows[0]["AP all"] == 12.3 and rows[0]["AP"] == round(written[0]["segm"]["AP"] * 100, 1)
+    assert (rows[1]["AP old"], rows[1]["AP new"], rows[1]["AP all"]) == (45.6, None, 78.9)
+    assert rows[3]["#classes"] == 8
+
+
+def test_phase_report_with_comparison_and_errors(tmp_path):
+    root, other = str(tmp_path / "lst"), str(tmp_path / "no_kd")
+    make_phases_dir(root, finished=[0, 1, 2])
+    make_phases_dir(other, finished=[0, 1])
+    write_phase_report(root, comparisons=[("no KD", other)])
+    check_png(os.path.join(root, "report", "ap_per_phase.png"))
+
+    with pytest.raises(ValueError, match="phases.json"):
+        write_phase_report(str(tmp_path / "empty"))
+    bad = os.path.join(root, "phase_1", "inference", "lvis_val", "metrics.json")
+    with open(bad, "w") as f:
+        json.dump({"bbox": {}}, f)
+    with pytest.raises(ReportInputError, match="segm") as error:
+        write_phase_report(root)
+    assert bad in str(error.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+
+def test_cli_table1_and_errors(tmp_path):
+    metrics = make_metrics(5)
+    good = write_json(tmp_path / "run" / "metrics.json", metrics)
+    result = run_cli("table1", "--row", "Baseline (Mask R-CNN)=" + good,
+                     "--row", "Repeat-factor sampling=" + str(tmp_path / "later.json"),
+                     "--output-dir", tmp_path / "report", "--title", "T1")
+    assert result.returncode == 0, result.stderr
+    rows = markdown_rows(result.stdout)
+    assert rows[0] == ["Baseline (Mask R-CNN)"] + [expected_cell(v) for v in table1_values(metrics)]
+    assert rows[1][0] == "Repeat-factor sampling" and "not run" in rows[1]
+    for name in ("table1.md", "table1.json"):
+        assert os.path.isfile(tmp_path / "report" / name)
+    check_png(tmp_path / "report" / "table1_ap_per_bin.png")
+
+    no_label = run_cli("table1", "--row", good, "--output-dir", tmp_path / "report")
+    assert no_label.returncode == 2 and "LABEL=PATH" in no_label.stderr
+
+    (tmp_path / "broken.json").write_text("[1, 2")
+    broken = run_cli("table1", "--row", "X=" + str(tmp_path / "broken.json"),
+                     "--output-dir", tmp_path / "report")
+    assert broken.returncode != 0
+    assert "broken.json" in broken.stderr and "not valid JSON" in broken.stderr
+
+
+def test_cli_phases_prints_the_table(tmp_path):
+    root, other = tmp_path / "lst", tmp_path / "replay_all"
+    written = make_phases_dir(str(root), finished=[0, 1])
+    make_phases_dir(str(other), finished=[0, 1, 2])
+    result = run_cli("phases", "--phases-dir", root, "--compare", "replay all=" + str(other))
+    assert result.returncode == 0, result.stderr
+    with open(root / "report" / "table.md") as f:
+        assert result.stdout == f.read()
+    rows = markdown_rows(result.stdout)
+    assert [row[0] for row in rows] == ["0", "1", "2"] and "not finished" in rows[2]
+    assert rows[1][2:] == [expected_cell(v) if not math.isnan(v) and v >= 0 else "–"
+                           for v in phase_values(written[1])]
+    for name in ("ap_per_phase.png", "ap_per_bin.png"):
+        check_png(root / "report" / name)

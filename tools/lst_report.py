@@ -1,0 +1,67 @@
+"""Tables and plots of the LST paper from evaluation outputs (metrics.json).
+
+    python tools/lst_report.py table1 --row "Baseline (Mask R-CNN)=RUN_A/inference/VAL/metrics.json" \
+        --row "Repeat-factor sampling=RUN_B/inference/VAL/metrics.json" ... --output-dir report \
+        [--title "..."] [--note "..."]
+        writes report/table1.md, table1.json and table1_ap_per_bin.png (paper Table 1 + APr/c/f;
+        a row whose metrics.json does not exist yet is listed as "not run").
+
+    python tools/lst_report.py phases --phases-dir OUTPUT_DIR [--compare "no KD=OTHER_DIR" ...]
+        reads OUTPUT_DIR/phases.json and phase_<t>/inference/<dataset>/metrics.json up to the
+        first unfinished phase; writes OUTPUT_DIR/report/table.md, table.json, ap_per_phase.png
+        (old / new / all classes; --compare runs dashed) and ap_per_bin.png.
+
+Both print the markdown table. Values are mask AP in percent unless stated; "–" is undefined.
+"""
+import argparse
+import logging
+import sys
+
+from maskrcnn_benchmark.engine.report import write_phase_report, write_table1
+
+
+def labelled_path(text):
+    """Parse "LABEL=PATH" (the label may contain spaces; split at the first "=")."""
+    label, separator, path = text.partition("=")
+    if not separator or not label.strip() or not path.strip():
+        raise argparse.ArgumentTypeError(
+            "expected LABEL=PATH, e.g. \"Baseline (Mask R-CNN)=output/run/inference/val/metrics.json\", "
+            "got {!r}".format(text))
+    return label.strip(), path.strip()
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    table1 = commands.add_parser("table1", help="the paper's Table 1 (+ APr/c/f) from runs' metrics.json")
+    table1.add_argument("--row", dest="rows", action="append", required=True, type=labelled_path,
+                        metavar="MODEL=METRICS_JSON", help="a table row, in order (repeatable)")
+    table1.add_argument("--output-dir", required=True, help="folder for table1.md/.json/.png")
+    table1.add_argument("--title", default="Table 1", help="title of the table and plot")
+    table1.add_argument("--note", help="text printed under the table")
+
+    phases = commands.add_parser("phases", help="per-phase table and plots of an LST experiment")
+    phases.add_argument("--phases-dir", required=True, metavar="OUTPUT_DIR",
+                        help="the experiment folder holding phases.json and phase_<t>/")
+    phases.add_argument("--compare", action="append", default=[], type=labelled_path,
+                        metavar="LABEL=OTHER_PHASES_DIR",
+                        help="another experiment to draw dashed in ap_per_phase.png (repeatable)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "table1":
+            markdown = write_table1(args.rows, args.output_dir, args.title, args.note)
+        else:
+            markdown = write_phase_report(args.phases_dir, args.compare)
+    except ValueError as e:  # ReportInputError, or a malformed phases.json
+        sys.exit("lst_report.py: error: {}".format(e))
+    print(markdown, end="")
+
+
+if __name__ == "__main__":
+    main()
