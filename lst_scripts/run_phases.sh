@@ -1,15 +1,74 @@
 #!/usr/bin/env bash
-# The main job: set up the environment, make the embedded benchmark if it is missing, then run the
-# LST phase chain on it.
-#   bash lst_scripts/run_phases.sh
+# The main job: LST's class-incremental phases, chained (DESIGN.md §4).
+#
+#   bash lst_scripts/run_phases.sh                   # the embedded synthetic benchmark, on the CPU
+#   bash lst_scripts/run_phases.sh --config-dir configs/lvis/lst --output-dir output/lst/lvis --gpus 8
+#
+# Steps, each a CLI under tools/: division and replay plans (lst_prepare.py), then for every
+# phase t its config (lst_phase_config.py), for t >= 1 the expanded checkpoint of theta_{t-1}
+# (lst_expand.py), training and evaluation (train_net.py), and at the end the report
+# (lst_report.py phases), whose table is printed.
+#
+# Options:
+#   --config-dir DIR    folder with phase0.yaml and incremental.yaml (default configs/synthetic/lst)
+#   --output-dir DIR    the experiment folder (default output/lst/<name of the config folder's parent>)
+#   --gpus N            processes per phase through torchrun (default 1)
+#   KEY VALUE ...       after the options: config overrides for every phase
+#                       (ablations: MODEL.LST.DISTILL.ENABLED False, MODEL.LST.REPLAY all|none)
+# Re-running resumes: finished phases are skipped and an interrupted phase continues from its
+# last checkpoint, sampler position included.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+config_dir=configs/synthetic/lst
+output_dir=""
+gpus=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --config-dir) config_dir="$2"; shift 2 ;;
+    --output-dir) output_dir="$2"; shift 2 ;;
+    --gpus) gpus="$2"; shift 2 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    --*) echo "run_phases.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) break ;;
+  esac
+done
+overrides=("$@")
+output_dir="${output_dir:-output/lst/$(basename "$(dirname "$config_dir")")}"
+
 source lst_scripts/setup_env.sh
-if [ ! -f datasets/synthetic_lt/train.json ] || [ ! -f datasets/synthetic_lt/val.json ]; then
-  python tools/make_synthetic_lvis.py --output datasets/synthetic_lt --force
+
+read -r base phase_size quota_rule train_json < <(python tools/lst_phase_config.py --config-dir "$config_dir" --describe "${overrides[@]}")
+if [ ! -f "$train_json" ]; then
+  case "$train_json" in
+    *synthetic_lt*) python tools/make_synthetic_lvis.py --output datasets/synthetic_lt --force ;;
+    *) echo "run_phases.sh: the training annotations $train_json do not exist; see INSTALL.md (datasets)" >&2; exit 1 ;;
+  esac
 fi
-echo "Environment and embedded benchmark ready (.venv, maskrcnn_benchmark._C, datasets/synthetic_lt)." >&2
-echo "The LST phase chain is not available yet: the phase division, balanced replay, distillation and" >&2
-echo "the phase runner are still to be built. A plain Mask R-CNN baseline on the benchmark trains with:" >&2
-echo "  python tools/train_net.py --config-file configs/synthetic/e2e_mask_rcnn_R_18_FPN_cpu.yaml OUTPUT_DIR output/synthetic/mask_rcnn" >&2
-exit 2
+
+echo "[lst] division: base $base, phase size $phase_size, from $train_json -> $output_dir"
+python tools/lst_prepare.py --train-json "$train_json" --base "$base" --phase-size "$phase_size" \
+  --quota-rule "$quota_rule" --output-dir "$output_dir"
+last_phase=$(python -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["groups"]) - 1)' "$output_dir/phases.json")
+
+launcher=(python)
+[ "$gpus" -gt 1 ] && launcher=(torchrun --standalone --nproc_per_node "$gpus")
+
+for phase in $(seq 0 "$last_phase"); do
+  dir="$output_dir/phase_$phase"
+  if compgen -G "$dir/inference/*/metrics.json" >/dev/null; then
+    echo "[lst] phase $phase of $last_phase: done"
+    continue
+  fi
+  echo "[lst] phase $phase of $last_phase: $(date +%H:%M:%S)"
+  config=$(python tools/lst_phase_config.py --config-dir "$config_dir" --experiment-dir "$output_dir" \
+    --phase "$phase" "${overrides[@]}")
+  if [ "$phase" -gt 0 ] && [ ! -f "$dir/model_init.pth" ]; then
+    num_classes=$(python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["MODEL"]["ROI_BOX_HEAD"]["NUM_CLASSES"])' "$config")
+    python tools/lst_expand.py --input "$output_dir/phase_$((phase - 1))/model_final.pth" \
+      --output "$dir/model_init.pth" --num-classes "$num_classes" --seed "$phase"
+  fi
+  "${launcher[@]}" tools/train_net.py --config-file "$config"
+done
+
+python tools/lst_report.py phases --phases-dir "$output_dir"

@@ -9,7 +9,7 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
-from maskrcnn_benchmark.config import cfg as global_cfg
+from maskrcnn_benchmark.config import cfg as global_cfg, merge_config_file
 from maskrcnn_benchmark.layers.batch_norm import FrozenBatchNorm2d
 from maskrcnn_benchmark.modeling import registry
 from maskrcnn_benchmark.modeling.backbone import build_backbone
@@ -54,7 +54,7 @@ FPN_STRIDES = (4, 8, 16, 32, 64)
 def make_cfg(conv_body, config_file=None, opts=()):
     cfg = global_cfg.clone()
     if config_file is not None:
-        cfg.merge_from_file(os.path.join(CONFIG_ROOT, config_file))
+        merge_config_file(cfg, os.path.join(CONFIG_ROOT, config_file))
     cfg.merge_from_list(["MODEL.BACKBONE.CONV_BODY", conv_body, *opts])
     return cfg
 

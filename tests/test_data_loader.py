@@ -149,9 +149,9 @@ def test_unknown_sampler_lists_the_valid_ones(catalog, tmp_path):
         assert valid in str(error.value)
 
 
-def test_balanced_replay_sampler_is_not_there_yet(catalog, tmp_path):
+def test_balanced_replay_without_a_replay_plan_names_the_key(catalog, tmp_path):
     config = make_cfg(catalog, tmp_path, "DATALOADER.SAMPLER", "BalancedReplaySampler")
-    with pytest.raises(NotImplementedError, match="LST phases"):
+    with pytest.raises(ValueError, match="REPLAY_PLAN_FILE"):
         make_data_loader(config, is_train=True)
 
 

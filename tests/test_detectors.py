@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from maskrcnn_benchmark.config import cfg as global_cfg
+from maskrcnn_benchmark.config import cfg as global_cfg, merge_config_file
 from maskrcnn_benchmark.modeling.detector import build_detection_model
 from maskrcnn_benchmark.modeling.roi_heads.roi_heads import build_roi_heads
 from maskrcnn_benchmark.structures.bounding_box import BoxList
@@ -40,7 +40,7 @@ LOSS_NAMES = {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness",
 
 def load_config(rel_path, opts=()):
     cfg = global_cfg.clone()
-    cfg.merge_from_file(os.path.join(CONFIG_ROOT, rel_path))
+    merge_config_file(cfg, os.path.join(CONFIG_ROOT, rel_path))
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", *opts])
     return cfg
 

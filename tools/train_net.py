@@ -20,6 +20,7 @@ from maskrcnn_benchmark.engine.inference import run_test
 from maskrcnn_benchmark.engine.mixed_precision import make_grad_scaler
 from maskrcnn_benchmark.engine.trainer import do_train
 from maskrcnn_benchmark.modeling.detector import build_detection_model
+from maskrcnn_benchmark.modeling.roi_heads.box_head.distillation import build_distillation_teacher
 from maskrcnn_benchmark.solver import make_lr_scheduler, make_optimizer
 from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
 from maskrcnn_benchmark.utils.comm import get_rank
@@ -31,6 +32,9 @@ def train(cfg, local_rank, distributed):
     model = build_detection_model(cfg)
     device = torch.device(cfg.MODEL.DEVICE)
     model.to(device)
+    if cfg.MODEL.LST.DISTILL.ENABLED:
+        # The frozen previous-phase model; not a submodule, so outside the optimizer, DDP and checkpoints.
+        model.set_distillation_teacher(build_distillation_teacher(cfg))
 
     optimizer = make_optimizer(cfg, model)
     scheduler = make_lr_scheduler(cfg, optimizer)

@@ -313,9 +313,11 @@ _C.MODEL.LST.DISTILL.WEIGHT = 1.0  # multiplier of loss_distill in the total los
 # "l2": per box ||y_{t-1} - y'_t||_2 (paper Eq. 2); "squared_sum": per box sum of squared differences
 # (authors' code). Both are averaged over the distilled boxes.
 _C.MODEL.LST.DISTILL.LOSS = "l2"
-# Old model's logits on the new-class GT boxes, for unflipped and flipped images (authors'
-# MODEL.DISTILL_WEIGHTS_FILE).
-_C.MODEL.LST.DISTILL.TARGETS_FILE = ""
+# Checkpoint of the previous phase's model theta_{t-1} before expansion (NUM_OLD_CLASSES + 1 classifier
+# rows): the frozen teacher whose old-class cosine logits on the new-class GT boxes are computed online,
+# on the same (possibly flipped) images as the student. Required when ENABLED. Replaces the authors'
+# offline logits file MODEL.DISTILL_WEIGHTS_FILE.
+_C.MODEL.LST.DISTILL.TEACHER_WEIGHT = ""
 
 # ---------------------------------------------------------------------------
 # LST: meta weight generator (paper §3.4, Eq. 3; Gidaris & Komodakis attention generator).
@@ -388,7 +390,12 @@ _C.TENSORBOARD_EXPERIMENT = ""
 _C.register_renamed_key("MODEL.FEW_SHOT.ScaleCls", "MODEL.ROI_BOX_HEAD.COSINE_SCALE")
 _C.register_renamed_key("MODEL.NUM_DISTILL_CLASSES", "MODEL.LST.NUM_OLD_CLASSES")
 _C.register_renamed_key("MODEL.USE_DISTILL", "MODEL.LST.DISTILL.ENABLED")
-_C.register_renamed_key("MODEL.DISTILL_WEIGHTS_FILE", "MODEL.LST.DISTILL.TARGETS_FILE")
+_C.register_renamed_key(
+    "MODEL.DISTILL_WEIGHTS_FILE",
+    "MODEL.LST.DISTILL.TEACHER_WEIGHT",
+    message="the old model's logits are computed online by the previous phase's model; set "
+    "MODEL.LST.DISTILL.TEACHER_WEIGHT to its checkpoint instead of a distilled-logits JSON file.",
+)
 _C.register_renamed_key(
     "MODEL.QRY_BALANCE",
     "DATALOADER.SAMPLER",

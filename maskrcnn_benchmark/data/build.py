@@ -5,8 +5,11 @@ images per process, SOLVER.MAX_ITER iterations, resumable at ``start_iter``. Tes
 per DATASETS.TEST entry, TEST.IMS_PER_BATCH / world size images per process, one pass.
 
 Additions to upstream:
-* DATALOADER.SAMPLER selects the training sampler ("" = upstream's, or the LST baselines'
-  "RepeatFactorSampler" / "ClassAwareSampler").
+* DATALOADER.SAMPLER selects the training sampler ("" = upstream's, the LST baselines'
+  "RepeatFactorSampler" / "ClassAwareSampler", or LST's "BalancedReplaySampler", whose batches
+  hold (index, active label) pairs).
+* With MODEL.LST.PHASES_FILE, LVIS-format datasets are restricted to the categories seen up to
+  MODEL.LST.PHASE, labelled in the phases' order (see data/lst_phases.py).
 * Every training sampler is seeded from DATALOADER.SEED, the default one included (a seeded
   permutation per epoch, where upstream used an unseeded RandomSampler on a single process), and
   resuming at ``start_iter`` yields exactly the index batches an uninterrupted run yields at
@@ -22,6 +25,7 @@ from maskrcnn_benchmark.utils.imports import import_file
 from maskrcnn_benchmark.utils.miscellaneous import save_labels
 
 from . import datasets as D
+from . import lst_phases
 from . import samplers
 from .collate_batch import BatchCollator
 from .transforms import build_transforms
@@ -31,9 +35,11 @@ TRAIN_SAMPLERS = ("", "RepeatFactorSampler", "ClassAwareSampler", "BalancedRepla
 
 # Dataset classes that take remove_images_without_annotations (set to is_train).
 _FILTERING_DATASETS = ("COCODataset", "LVISDataset")
+# Dataset classes that take category_ids (the label space of an LST phase).
+_CATEGORY_SUBSET_DATASETS = ("LVISDataset",)
 
 
-def build_dataset(dataset_list, transforms, dataset_catalog, is_train=True):
+def build_dataset(dataset_list, transforms, dataset_catalog, is_train=True, category_ids=None):
     """Datasets named in ``dataset_list`` (DatasetCatalog names).
 
     Arguments:
@@ -43,6 +49,9 @@ def build_dataset(dataset_list, transforms, dataset_catalog, is_train=True):
             "args": constructor arguments}.
         is_train (bool): training drops images without annotations and concatenates all
             datasets into one; testing returns one dataset per name.
+        category_ids (list[int] or None): the label space, in label order (label = 1 +
+            position; other categories' annotations are dropped), e.g. an LST phase's seen
+            categories; only LVIS-format datasets accept it. None: the dataset's own.
 
     Returns a list of datasets (a single one in training).
     """
@@ -69,6 +78,15 @@ def build_dataset(dataset_list, transforms, dataset_catalog, is_train=True):
         if factory_name in _FILTERING_DATASETS:
             args["remove_images_without_annotations"] = is_train
         args["transforms"] = transforms
+        if category_ids is not None:
+            if factory_name not in _CATEGORY_SUBSET_DATASETS:
+                raise ValueError(
+                    "Dataset '{}' ({}) cannot be restricted to an LST phase's categories; "
+                    "MODEL.LST.PHASES_FILE needs LVIS-format datasets ({}).".format(
+                        dataset_name, factory_name, ", ".join(_CATEGORY_SUBSET_DATASETS)
+                    )
+                )
+            args["category_ids"] = list(category_ids)
         datasets.append(factory(**args))
 
     if not is_train:
@@ -79,24 +97,28 @@ def build_dataset(dataset_list, transforms, dataset_catalog, is_train=True):
 
 
 def check_sampler_name(sampler_name):
-    """ValueError for an unknown DATALOADER.SAMPLER, NotImplementedError for one to come."""
+    """ValueError for an unknown DATALOADER.SAMPLER."""
     if sampler_name not in TRAIN_SAMPLERS:
         raise ValueError(
             "Unknown DATALOADER.SAMPLER {!r}; valid values: {}".format(
                 sampler_name, ", ".join(repr(s) for s in TRAIN_SAMPLERS)
             )
         )
-    if sampler_name == "BalancedReplaySampler":
-        raise NotImplementedError(
-            'DATALOADER.SAMPLER "BalancedReplaySampler" is coming with the LST phases; use '
-            '"", "RepeatFactorSampler" or "ClassAwareSampler" for now.'
-        )
 
 
 def make_data_sampler(
-    dataset, shuffle, distributed, sampler_name="", seed=0, repeat_threshold=0.001
+    dataset,
+    shuffle,
+    distributed,
+    sampler_name="",
+    seed=0,
+    repeat_threshold=0.001,
+    num_old_classes=0,
+    replay_quotas=None,
+    replay_mode="balanced",
 ):
-    """The sampler of dataset indices.
+    """The sampler of dataset indices (of (index, active label) pairs for
+    BalancedReplaySampler).
 
     Arguments:
         shuffle (bool): True in training.
@@ -104,9 +126,17 @@ def make_data_sampler(
         sampler_name (str): DATALOADER.SAMPLER (training only).
         seed (int): DATALOADER.SEED, for every shuffling sampler.
         repeat_threshold (float): DATALOADER.REPEAT_THRESHOLD (RepeatFactorSampler).
+        num_old_classes (int), replay_quotas (dict old label -> quota), replay_mode (str):
+            MODEL.LST.NUM_OLD_CLASSES, the replay plan's quotas and MODEL.LST.REPLAY
+            (BalancedReplaySampler).
     """
     check_sampler_name(sampler_name)
     num_replicas, rank = (get_world_size(), get_rank()) if distributed else (1, 0)
+    if sampler_name == "BalancedReplaySampler":
+        return samplers.BalancedReplaySampler(
+            dataset, num_old_classes, replay_quotas, replay_mode,
+            num_replicas=num_replicas, rank=rank, seed=seed,
+        )
     if sampler_name == "RepeatFactorSampler":
         return samplers.RepeatFactorSampler(
             dataset, repeat_threshold, num_replicas=num_replicas, rank=rank, seed=seed
@@ -157,6 +187,69 @@ def make_batch_data_sampler(
     return batch_sampler
 
 
+def phase_category_ids(cfg):
+    """The categories of MODEL.LST.PHASE (groups[0..PHASE] of MODEL.LST.PHASES_FILE, in label
+    order), or None without a phases file. Checks MODEL.ROI_BOX_HEAD.NUM_CLASSES against them."""
+    if not cfg.MODEL.LST.PHASES_FILE:
+        return None
+    phases = lst_phases.load_phases(cfg.MODEL.LST.PHASES_FILE)
+    phase = cfg.MODEL.LST.PHASE
+    category_ids = lst_phases.seen_category_ids(phases, phase)
+    expected = lst_phases.num_classes(phases, phase)
+    if cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES != expected:
+        raise ValueError(
+            "MODEL.ROI_BOX_HEAD.NUM_CLASSES is {} but phase {} of {} has {} classes (background "
+            "+ {} categories); set NUM_CLASSES to {}.".format(
+                cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES, phase, cfg.MODEL.LST.PHASES_FILE, expected,
+                expected - 1, expected,
+            )
+        )
+    return category_ids
+
+
+def _load_replay_plan(cfg):
+    """Check the balanced-replay settings (one training dataset, MODEL.LST.REPLAY,
+    NUM_OLD_CLASSES against the phases file) before the datasets are loaded; returns the
+    replay plan dict for REPLAY "balanced", else None."""
+    lst = cfg.MODEL.LST
+    if len(cfg.DATASETS.TRAIN) != 1:
+        raise ValueError(
+            "BalancedReplaySampler trains on one dataset, but DATASETS.TRAIN names {}: merge "
+            "them into one annotation file.".format(len(cfg.DATASETS.TRAIN))
+        )
+    if lst.REPLAY not in samplers.balanced_replay_sampler.REPLAY_MODES:
+        raise ValueError(
+            "Unknown MODEL.LST.REPLAY {!r}; valid values: {}".format(
+                lst.REPLAY, ", ".join(samplers.balanced_replay_sampler.REPLAY_MODES)
+            )
+        )
+    if lst.PHASES_FILE:
+        phases = lst_phases.load_phases(lst.PHASES_FILE)
+        expected = len(lst_phases.old_category_ids(phases, lst.PHASE))
+        if lst.NUM_OLD_CLASSES != expected:
+            raise ValueError(
+                "MODEL.LST.NUM_OLD_CLASSES is {} but phase {} of {} has {} old classes; set it "
+                "to {}.".format(lst.NUM_OLD_CLASSES, lst.PHASE, lst.PHASES_FILE, expected,
+                                expected)
+            )
+    if lst.REPLAY != "balanced":
+        return None
+    return lst_phases.load_replay_plan(lst.REPLAY_PLAN_FILE)
+
+
+def _replay_options(cfg, dataset, replay_plan):
+    """make_data_sampler's BalancedReplaySampler arguments: the replay plan's quotas mapped to
+    the dataset's training labels."""
+    lst = cfg.MODEL.LST
+    options = {"num_old_classes": lst.NUM_OLD_CLASSES, "replay_mode": lst.REPLAY}
+    if replay_plan is not None:
+        options["replay_quotas"] = lst_phases.replay_quotas_by_label(
+            replay_plan, dataset.json_category_id_to_contiguous_id, lst.NUM_OLD_CLASSES,
+            source=lst.REPLAY_PLAN_FILE,
+        )
+    return options
+
+
 def _images_per_process(images_per_batch, key, num_processes):
     if images_per_batch <= 0 or images_per_batch % num_processes != 0:
         raise ValueError(
@@ -194,7 +287,11 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0, is_
                 "TEST.BBOX_AUG (test-time augmentation) is not built in this fork; set "
                 "TEST.BBOX_AUG.ENABLED False."
             )
-    check_sampler_name(sampler_name)  # before the (slow) dataset loading
+    # Configuration checks before the (slow) dataset loading.
+    check_sampler_name(sampler_name)
+    category_ids = phase_category_ids(cfg)
+    replay = sampler_name == "BalancedReplaySampler"
+    replay_plan = _load_replay_plan(cfg) if replay else None
 
     if images_per_gpu > 1:
         logging.getLogger(__name__).warning(
@@ -210,13 +307,15 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0, is_
     dataset_list = cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST
     transforms = build_transforms(cfg, is_train)
     datasets = build_dataset(
-        dataset_list, transforms, paths_catalog.DatasetCatalog, is_train or is_for_period
+        dataset_list, transforms, paths_catalog.DatasetCatalog, is_train or is_for_period,
+        category_ids=category_ids,
     )
     if is_train:
         save_labels(datasets, cfg.OUTPUT_DIR)
 
     data_loaders = []
     for dataset in datasets:
+        replay_options = _replay_options(cfg, dataset, replay_plan) if replay else {}
         sampler = make_data_sampler(
             dataset,
             shuffle,
@@ -224,6 +323,7 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0, is_
             sampler_name,
             seed=cfg.DATALOADER.SEED,
             repeat_threshold=cfg.DATALOADER.REPEAT_THRESHOLD,
+            **replay_options,
         )
         batch_sampler = make_batch_data_sampler(
             dataset, sampler, aspect_grouping, images_per_gpu, num_iters, start_iter

@@ -10,7 +10,7 @@ import os
 import torch
 from tqdm import tqdm
 
-from maskrcnn_benchmark.data import make_data_loader
+from maskrcnn_benchmark.data import lst_phases, make_data_loader
 from maskrcnn_benchmark.data.datasets.evaluation import evaluate
 from maskrcnn_benchmark.utils.comm import gather, get_world_size, is_main_process, synchronize
 from maskrcnn_benchmark.utils.imports import import_file
@@ -160,9 +160,23 @@ def inference(
 
 
 def lvis_evaluation_options(cfg):
-    """LVIS evaluator options from the config: TEST.LVIS_MAX_DETS detections per image, and the
-    training annotations (for the paper's instance-count bins) when DATASETS.TRAIN is one dataset."""
+    """LVIS evaluator options from the config: TEST.LVIS_MAX_DETS detections per image, the
+    training annotations (for the paper's instance-count bins) when DATASETS.TRAIN is one
+    dataset, and with MODEL.LST.PHASES_FILE the categories seen by MODEL.LST.PHASE (the only ones
+    evaluated) and the AP groups "old" (groups[0..t-1]), "new" (groups[t]) and "all" (seen; only
+    "all" in phase 0)."""
     options = {"max_dets": cfg.TEST.LVIS_MAX_DETS}
+    if cfg.MODEL.LST.PHASES_FILE:
+        phases = lst_phases.load_phases(cfg.MODEL.LST.PHASES_FILE)
+        phase = cfg.MODEL.LST.PHASE
+        seen = lst_phases.seen_category_ids(phases, phase)
+        options["category_ids"] = seen
+        groups = {}
+        if phase > 0:
+            groups["old"] = lst_phases.old_category_ids(phases, phase)
+            groups["new"] = lst_phases.new_category_ids(phases, phase)
+        groups["all"] = seen
+        options["category_groups"] = groups
     if len(cfg.DATASETS.TRAIN) == 1:
         catalog = import_file("maskrcnn_benchmark.config.paths_catalog", cfg.PATHS_CATALOG).DatasetCatalog
         train_annotations = catalog.get(cfg.DATASETS.TRAIN[0])["args"]["ann_file"]

@@ -284,10 +284,17 @@ class JsonDetectionDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.ids)
 
-    def __getitem__(self, index):
+    def __getitem__(self, item):
         """(image, target, index): the PIL RGB image (a tensor after ToTensor) and a BoxList
-        with fields "labels" (int64, 1..C) and, when the JSON has segmentations, "masks"
-        (SegmentationMask, polygons), clipped to the image with empty boxes removed."""
+        with fields "labels" (int64, 1..C), "active_label" and, when the JSON has
+        segmentations, "masks" (SegmentationMask, polygons), clipped to the image with empty
+        boxes removed.
+
+        ``item`` is a dataset index, or an (index, active label) pair from the LST balanced
+        replay sampler: every box's int64 "active_label" is that label (the only class the RoI
+        head learns from this image; 0 = no restriction, also for a plain index).
+        """
+        index, active_label = item if isinstance(item, tuple) else (item, 0)
         image_record = self.get_img_info(index)
         image = Image.open(self._image_path(image_record)).convert("RGB")
         annotations = self._annotations[image_record["id"]]
@@ -296,6 +303,9 @@ class JsonDetectionDataset(torch.utils.data.Dataset):
         target = BoxList(boxes.reshape(-1, 4), image.size, mode="xywh").convert("xyxy")
         labels = [self.json_category_id_to_contiguous_id[a["category_id"]] for a in annotations]
         target.add_field("labels", torch.tensor(labels, dtype=torch.int64))
+        target.add_field(
+            "active_label", torch.full((len(labels),), active_label, dtype=torch.int64)
+        )
         if self._has_masks:
             polygons = [a["segmentation"] for a in annotations]
             target.add_field("masks", SegmentationMask(polygons, image.size, mode="poly"))

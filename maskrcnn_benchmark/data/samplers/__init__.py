@@ -1,4 +1,5 @@
 """Samplers of dataset indices and batches."""
+from .balanced_replay_sampler import BalancedReplaySampler
 from .class_aware_sampler import ClassAwareSampler
 from .distributed import DistributedSampler
 from .grouped_batch_sampler import GroupedBatchSampler
@@ -6,6 +7,7 @@ from .iteration_based_batch_sampler import IterationBasedBatchSampler
 from .repeat_factor_sampler import RepeatFactorSampler
 
 __all__ = [
+    "BalancedReplaySampler",
     "ClassAwareSampler",
     "DistributedSampler",
     "GroupedBatchSampler",

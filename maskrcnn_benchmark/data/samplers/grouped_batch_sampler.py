@@ -11,7 +11,9 @@ class GroupedBatchSampler(BatchSampler):
     sampler order) are cut into batches, and the batches are ordered by the sampler position
     of their first index. A group's last batch may be smaller; ``drop_uneven`` drops such
     batches. The sampler may repeat an index (repeat-factor and class-aware sampling): each
-    occurrence is one sample, since grouping works on sampler positions.
+    occurrence is one sample, since grouping works on sampler positions. An item may also be a
+    (dataset index, active label) pair (BalancedReplaySampler): its group is its index's, and
+    the batches hold the pairs.
 
     Arguments:
         sampler (Sampler): base sampler.
@@ -40,13 +42,16 @@ class GroupedBatchSampler(BatchSampler):
         self._can_reuse_batches = False
 
     def _prepare_batches(self):
-        sampled_ids = torch.as_tensor(list(self.sampler), dtype=torch.int64)
+        items = list(self.sampler)
+        sampled_ids = torch.as_tensor(
+            [item[0] if isinstance(item, tuple) else item for item in items], dtype=torch.int64
+        )
         group_of_position = self.group_ids[sampled_ids]
-        batches = []  # (sampler position of the first index, indices)
+        batches = []  # (sampler position of the first item, items)
         for group in self.groups:
             positions = torch.nonzero(group_of_position == group).flatten()
             for chunk in positions.split(self.batch_size):
-                batches.append((chunk[0].item(), sampled_ids[chunk].tolist()))
+                batches.append((chunk[0].item(), [items[p] for p in chunk.tolist()]))
         batches.sort(key=lambda batch: batch[0])
         batches = [indices for _, indices in batches]
         if self.drop_uneven:

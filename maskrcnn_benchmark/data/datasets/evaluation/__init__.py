@@ -15,7 +15,7 @@ def evaluate(dataset, predictions, output_folder, **kwargs):
         predictions (list[BoxList]): per dataset item, the detections in the network's input size.
         output_folder (str or None): where the results json and metrics.json go.
         **kwargs: passed on (box_only, iou_types, expected_results, expected_results_sigma_tol;
-            for LVIS also max_dets, train_annotations, category_groups).
+            for LVIS also max_dets, train_annotations, category_groups, category_ids).
 
     Returns:
         the evaluator's result (see coco_evaluation and lvis_evaluation).

@@ -23,20 +23,35 @@ class FastRCNNLossComputation(object):
         fg_bg_sampler (BalancedPositiveNegativeSampler): 512 RoIs per image, 25 % positive.
         box_coder (BoxCoder): weights (10, 10, 5, 5).
         cls_agnostic_bbox_reg (bool): regress one foreground box (columns 4:8) for all classes.
+        active_class_only (bool): LST's instance-level balanced replay (MODEL.LST.
+            ROI_ACTIVE_CLASS_ONLY): in an image whose targets carry the int64 field
+            "active_label" k > 0, proposals matched to a box of another class are ignored
+            (label -1), so only class k gives positives. Targets without the field, or with
+            active_label 0, are labelled as upstream.
     """
 
-    def __init__(self, proposal_matcher, fg_bg_sampler, box_coder, cls_agnostic_bbox_reg=False):
+    def __init__(self, proposal_matcher, fg_bg_sampler, box_coder, cls_agnostic_bbox_reg=False,
+                 active_class_only=False):
         self.proposal_matcher = proposal_matcher
         self.fg_bg_sampler = fg_bg_sampler
         self.box_coder = box_coder
         self.cls_agnostic_bbox_reg = cls_agnostic_bbox_reg
+        self.active_class_only = active_class_only
 
     def match_targets_to_proposals(self, proposal, target):
-        """Per proposal, its matched ground truth (with field "labels") and "matched_idxs"."""
-        return match_targets(self.proposal_matcher, target, proposal, ["labels"])
+        """Per proposal, its matched ground truth (with field "labels", and "active_label" when
+        the target has it) and "matched_idxs"."""
+        fields = ["labels"]
+        if target.has_field("active_label"):
+            fields.append("active_label")
+        return match_targets(self.proposal_matcher, target, proposal, fields)
 
     def prepare_targets(self, proposals, targets):
-        """Per image: int64 labels (0 background, -1 ignored) and (R, 4) regression targets."""
+        """Per image: int64 labels (0 background, -1 ignored) and (R, 4) regression targets.
+
+        With ``active_class_only``, a foreground proposal whose matched box has active_label
+        k > 0 and a label other than k is labelled -1 (neither positive nor negative).
+        """
         labels = []
         regression_targets = []
         for proposals_per_image, targets_per_image in zip(proposals, targets):
@@ -48,6 +63,10 @@ class FastRCNNLossComputation(object):
             labels_per_image = matched_targets.get_field("labels").to(dtype=torch.int64)
             labels_per_image[matched_idxs == Matcher.BELOW_LOW_THRESHOLD] = 0
             labels_per_image[matched_idxs == Matcher.BETWEEN_THRESHOLDS] = -1
+            if self.active_class_only and matched_targets.has_field("active_label"):
+                active_label = matched_targets.get_field("active_label").to(dtype=torch.int64)
+                other_class = (active_label > 0) & (labels_per_image != active_label)
+                labels_per_image[(matched_idxs >= 0) & other_class] = -1
 
             regression_targets.append(
                 self.box_coder.encode(matched_targets.bbox, proposals_per_image.bbox)
@@ -126,7 +145,8 @@ class FastRCNNLossComputation(object):
 
 
 def make_roi_box_loss_evaluator(cfg):
-    """FastRCNNLossComputation configured by MODEL.ROI_HEADS and MODEL.CLS_AGNOSTIC_BBOX_REG."""
+    """FastRCNNLossComputation configured by MODEL.ROI_HEADS, MODEL.CLS_AGNOSTIC_BBOX_REG and
+    MODEL.LST.ROI_ACTIVE_CLASS_ONLY."""
     roi_heads = cfg.MODEL.ROI_HEADS
     matcher = Matcher(
         roi_heads.FG_IOU_THRESHOLD, roi_heads.BG_IOU_THRESHOLD, allow_low_quality_matches=False
@@ -136,5 +156,9 @@ def make_roi_box_loss_evaluator(cfg):
         roi_heads.BATCH_SIZE_PER_IMAGE, roi_heads.POSITIVE_FRACTION
     )
     return FastRCNNLossComputation(
-        matcher, fg_bg_sampler, box_coder, cfg.MODEL.CLS_AGNOSTIC_BBOX_REG
+        matcher,
+        fg_bg_sampler,
+        box_coder,
+        cfg.MODEL.CLS_AGNOSTIC_BBOX_REG,
+        active_class_only=cfg.MODEL.LST.ROI_ACTIVE_CLASS_ONLY,
     )

@@ -12,6 +12,7 @@ def lvis_evaluation(
     max_dets=300,
     train_annotations=None,
     category_groups=None,
+    category_ids=None,
 ):
     """Evaluate predictions on an LVISDataset with the LVIS protocol; see do_lvis_evaluation."""
     return do_lvis_evaluation(
@@ -23,6 +24,7 @@ def lvis_evaluation(
         max_dets=max_dets,
         train_annotations=train_annotations,
         category_groups=category_groups,
+        category_ids=category_ids,
         expected_results=expected_results,
         expected_results_sigma_tol=expected_results_sigma_tol,
     )

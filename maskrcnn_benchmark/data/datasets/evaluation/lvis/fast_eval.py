@@ -6,6 +6,9 @@ same federated protocol with array operations:
 
 * results are capped to the ``max_dets`` highest-scoring detections per image across categories
   (LVISResults.limit_dets_per_image: stable sort, ties keep the input order);
+* the evaluated categories are ``params.cat_ids`` (all by default; set it before evaluate() to
+  evaluate a subset, in any order, as with LVISEval): detections of other categories are
+  dropped, and APr/c/f and the bins cover the evaluated categories only;
 * a category is evaluated on an image only if the image is in its positive set (it has a
   ground-truth annotation of it) or in its negative set (``neg_category_ids``); detections of
   other categories are dropped; so are annotations and detections of area 0 (LVIS.get_ann_ids);
@@ -129,8 +132,10 @@ class FastLVISEval(object):
     After run(): ``eval["precision"]`` (T=10 IoUs, R=101 recalls, K categories, A=4 areas),
     ``eval["recall"]`` (T, K, A), with -1 where a category has no ground truth in an area range;
     ``results``: OrderedDict AP, AP50, AP75, APs, APm, APl, APr, APc, APf, AR@300, ARs@300,
-    ARm@300, ARl@300, on LVISEval's 0..1 scale; ``params`` as lvis.eval.Params; ``freq_groups``
-    the category indices (into params.cat_ids) of frequencies r, c, f.
+    ARm@300, ARl@300, on LVISEval's 0..1 scale; ``params`` as lvis.eval.Params (set
+    ``params.cat_ids`` before evaluate() to evaluate a subset of the categories, K of them, in
+    that order); ``freq_groups`` the category indices (into params.cat_ids) of frequencies r,
+    c, f.
     """
 
     def __init__(self, lvis_gt, lvis_dt, iou_type="segm", max_dets=300):
@@ -151,8 +156,11 @@ class FastLVISEval(object):
         gt = self.lvis_gt
         self._img_ids = np.unique(np.asarray(self.params.img_ids, np.int64))
         self._cat_ids = np.asarray(self.params.cat_ids, np.int64)
+        self._check_cat_ids()
         self._img_index = {int(i): k for k, i in enumerate(self._img_ids)}
         self._cat_index = {int(c): k for k, c in enumerate(self._cat_ids)}
+        # params.cat_ids may be in any order: searchsorted goes through the sorted ids.
+        self._cat_sorter = np.argsort(self._cat_ids, kind="stable")
         num_cats = len(self._cat_ids)
 
         anns = []
@@ -175,6 +183,19 @@ class FastLVISEval(object):
         self._positive = np.unique(_pair_keys(self._gt_img, self._gt_cat, num_cats))
         self._negative = self._image_category_pairs("neg_category_ids")
         self._not_exhaustive = self._image_category_pairs("not_exhaustive_category_ids")
+
+    def _check_cat_ids(self):
+        if len(np.unique(self._cat_ids)) != len(self._cat_ids):
+            raise ValueError("params.cat_ids lists a category id twice; give each once")
+        unknown = sorted(set(self._cat_ids.tolist()) - set(self.lvis_gt.get_cat_ids()))
+        if unknown:
+            raise ValueError("params.cat_ids has ids {} that are not categories of the ground "
+                             "truth; evaluate categories of this LVIS set".format(unknown[:10]))
+
+    def _category_index(self, category_ids):
+        """Position in params.cat_ids of each of ``category_ids`` (all evaluated)."""
+        sorted_position = np.searchsorted(self._cat_ids[self._cat_sorter], category_ids)
+        return self._cat_sorter[sorted_position]
 
     def _image_category_pairs(self, field):
         """Sorted (image, category) keys listed in each image's ``field`` (known categories)."""
@@ -222,12 +243,12 @@ class FastLVISEval(object):
         self._box_area_rule = (
             len(kept) > 0 and "bbox" in dets[self._first_listed(kept, img_index, score)])
 
-        known_cat = np.isin(category_id[kept], self._cat_ids)
-        if not np.all(known_cat):
+        unknown_cat = ~np.isin(category_id[kept], self.lvis_gt.get_cat_ids())
+        if np.any(unknown_cat):
             logger.warning("%d results have category ids that are not in the ground truth; "
-                           "they are ignored, as LVISEval does", int(np.sum(~known_cat)))
-        kept = kept[known_cat]
-        cat_index = np.searchsorted(self._cat_ids, category_id[kept])
+                           "they are ignored, as LVISEval does", int(np.sum(unknown_cat)))
+        kept = kept[np.isin(category_id[kept], self._cat_ids)]
+        cat_index = self._category_index(category_id[kept])
         keys = _pair_keys(img_index[kept], cat_index, len(self._cat_ids))
         evaluated = np.isin(keys, self._positive) | np.isin(keys, self._negative)
         kept, cat_index, keys = kept[evaluated], cat_index[evaluated], keys[evaluated]

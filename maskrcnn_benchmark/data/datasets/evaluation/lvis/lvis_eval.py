@@ -82,6 +82,7 @@ def do_lvis_evaluation(
     category_groups=None,
     expected_results=(),
     expected_results_sigma_tol=4,
+    category_ids=None,
 ):
     """Evaluate predictions on an LVISDataset (``dataset.lvis``: its lvis.LVIS ground truth).
 
@@ -92,6 +93,9 @@ def do_lvis_evaluation(
         train_annotations (str or dict, optional): training json whose instance counts give the
             paper's bins.
         category_groups (dict, optional): group name -> category ids (e.g. LST's old / new / all).
+        category_ids (list[int], optional): evaluate these categories only (e.g. the classes an
+            LST phase has seen): detections of others are ignored, and AP, APr/c/f and the bins
+            are over these categories. None: every category of the ground truth.
 
     Returns:
         (OrderedDict iou_type -> metrics, dict iou_type -> list of result records)
@@ -116,6 +120,8 @@ def do_lvis_evaluation(
             atomic_write_json(results, os.path.join(output_folder, iou_type + ".json"))
         logger.info("Evaluating %s (%d results)", iou_type, len(results))
         evaluator = FastLVISEval(dataset.lvis, results, iou_type, max_dets=max_dets)
+        if category_ids is not None:
+            evaluator.params.cat_ids = sorted(category_ids)
         evaluator.run()
         for line in evaluator.summary_lines():
             logger.info(line)

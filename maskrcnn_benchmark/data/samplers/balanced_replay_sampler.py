@@ -1,0 +1,146 @@
+"""Instance-level balanced replay (LST paper §3.3): the epochs of phase t >= 1 are D_t = R_t U G_t.
+
+An epoch holds every image with an annotation of a new class once, with active label 0 (no
+restriction), plus, for every old class k, quota_k images containing k, with active label k:
+for such an entry the RoI head learns only class k (the model side reads the target's
+"active_label" field). The replayed images of class k are drawn without replacement across
+epochs: epoch e takes positions [e * q_k, (e + 1) * q_k) of an endless sequence of successive
+seeded permutations of k's images, so every image of k is replayed once before any repeats.
+"""
+import logging
+import math
+
+import numpy as np
+from torch.utils.data.sampler import Sampler
+
+from .distributed import resolve_replicas, shard_indices
+from .repeat_factor_sampler import dataset_image_labels, epoch_generator
+
+logger = logging.getLogger(__name__)
+
+REPLAY_MODES = ("balanced", "all", "none")
+
+
+def replay_cycle_generator(seed, label, cycle):
+    """The numpy generator of permutation ``cycle`` of old class ``label``'s images; a stream
+    independent of the epoch generators (its own spawn key)."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(label, cycle)))
+
+
+class BalancedReplaySampler(Sampler):
+    """Yields this process's share of an epoch of (dataset index, active label) pairs.
+
+    The epoch's entries are shuffled with a generator seeded from (seed, epoch), padded to a
+    multiple of the number of processes with its own beginning, and process r takes its
+    contiguous chunk. An epoch depends on (seed, epoch) alone, so resuming is exact; call
+    ``set_epoch`` before each pass (IterationBasedBatchSampler does).
+
+    Arguments:
+        dataset: has ``get_category_labels(index)`` (training labels 1..C of image ``index``).
+        num_old_classes (int): labels 1..num_old_classes are old classes, the others new.
+        quotas (dict[int, int]): old label -> images replayed per epoch ("balanced" only).
+            An old class without images in the dataset is skipped with a warning.
+        mode (str): "balanced"; "all": every image of the dataset once per epoch, active label
+            0; "none": only the new-class images.
+        num_replicas (int), rank (int): default from torch.distributed.
+        seed (int): DATALOADER.SEED.
+
+    Attributes:
+        new_images (np.ndarray): sorted indices of the images with a new-class annotation.
+        class_to_images (dict[int, np.ndarray]): old label -> sorted indices of its images, for
+            the replayed classes.
+        quotas (dict[int, int]): old label -> quota, for the replayed classes.
+    """
+
+    def __init__(self, dataset, num_old_classes, quotas=None, mode="balanced",
+                 num_replicas=None, rank=None, seed=0):
+        if mode not in REPLAY_MODES:
+            raise ValueError("Unknown replay mode {!r} (MODEL.LST.REPLAY); valid: {}".format(
+                mode, ", ".join(REPLAY_MODES)))
+        if num_old_classes < 1:
+            raise ValueError(
+                "BalancedReplaySampler needs old classes: MODEL.LST.NUM_OLD_CLASSES is {}; set "
+                "it to the previous phase's number of foreground classes (phase t >= 1).".format(
+                    num_old_classes))
+        self.num_replicas, self.rank = resolve_replicas(num_replicas, rank)
+        self.seed = seed
+        self.epoch = 0
+        self.mode = mode
+        image_labels = dataset_image_labels(dataset)
+        self.num_images = len(image_labels)
+        self.new_images = np.array(
+            [i for i, labels in enumerate(image_labels) if any(l > num_old_classes for l in labels)],
+            dtype=np.int64,
+        )
+        if len(self.new_images) == 0:
+            raise ValueError(
+                "No training image has a new class (label > MODEL.LST.NUM_OLD_CLASSES = {}); "
+                "check NUM_OLD_CLASSES and MODEL.LST.PHASE.".format(num_old_classes))
+        self.class_to_images, self.quotas = {}, {}
+        if mode == "balanced":
+            self._set_replayed_classes(image_labels, num_old_classes, quotas)
+        self._cached_epoch = None
+
+    def _set_replayed_classes(self, image_labels, num_old_classes, quotas):
+        if quotas is None:
+            raise ValueError("Balanced replay needs the per-class quotas: set "
+                             "MODEL.LST.REPLAY_PLAN_FILE to the phase's replay_plan.json.")
+        bad = [label for label in quotas if not 1 <= label <= num_old_classes]
+        if bad:
+            raise ValueError("Replay quotas given for labels {} that are not old classes "
+                             "1..{}".format(sorted(bad)[:10], num_old_classes))
+        images_of_class = {}
+        for index, labels in enumerate(image_labels):
+            for label in labels:
+                if label in quotas:
+                    images_of_class.setdefault(label, []).append(index)
+        without_images = sorted(label for label in quotas if label not in images_of_class)
+        if without_images:
+            logger.warning("Balanced replay: %d old classes have no training image and are "
+                           "not replayed (labels %s)", len(without_images), without_images[:20])
+        for label in sorted(images_of_class):
+            if quotas[label] > 0:
+                self.class_to_images[label] = np.array(images_of_class[label], dtype=np.int64)
+                self.quotas[label] = int(quotas[label])
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def replayed_images(self, label, epoch):
+        """(quota,) int64: the images of old class ``label`` replayed in ``epoch``."""
+        images = self.class_to_images[label]
+        quota = self.quotas[label]
+        first, last = epoch * quota, (epoch + 1) * quota
+        cycles = range(first // len(images), (last - 1) // len(images) + 1)
+        sequence = np.concatenate([
+            replay_cycle_generator(self.seed, label, cycle).permutation(images)
+            for cycle in cycles
+        ])
+        offset = cycles[0] * len(images)
+        return sequence[first - offset:last - offset]
+
+    def epoch_entries(self, epoch):
+        """The whole epoch (all processes, before padding): a list of (dataset index, active
+        label) pairs in the epoch's order."""
+        if self._cached_epoch is not None and self._cached_epoch[0] == epoch:
+            return self._cached_epoch[1]
+        if self.mode == "all":
+            indices = np.arange(self.num_images, dtype=np.int64)
+            labels = np.zeros(self.num_images, dtype=np.int64)
+        else:
+            indices = [self.new_images]
+            labels = [np.zeros(len(self.new_images), dtype=np.int64)]
+            for label in self.class_to_images:
+                indices.append(self.replayed_images(label, epoch))
+                labels.append(np.full(self.quotas[label], label, dtype=np.int64))
+            indices, labels = np.concatenate(indices), np.concatenate(labels)
+        order = epoch_generator(self.seed, epoch).permutation(len(indices))
+        entries = list(zip(indices[order].tolist(), labels[order].tolist()))
+        self._cached_epoch = (epoch, entries)
+        return entries
+
+    def __iter__(self):
+        return iter(shard_indices(self.epoch_entries(self.epoch), self.num_replicas, self.rank))
+
+    def __len__(self):
+        return int(math.ceil(len(self.epoch_entries(self.epoch)) / self.num_replicas))

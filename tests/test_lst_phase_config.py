@@ -1,0 +1,86 @@
+"""The per-phase configs of the LST chain (maskrcnn_benchmark/engine/phases.py, tools/lst_phase_config.py)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from maskrcnn_benchmark.engine.phases import phase_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SYNTHETIC_LST = os.path.join(REPO, "configs", "synthetic", "lst")
+LVIS_LST = os.path.join(REPO, "configs", "lvis", "lst")
+
+
+@pytest.fixture
+def experiment(tmp_path):
+    """An experiment folder whose phases.json divides 64 ids into 24 + 20 + 20."""
+    ids = list(range(100, 164))
+    phases = {"sorted_category_ids": ids, "groups": [ids[:24], ids[24:44], ids[44:]],
+              "base": 24, "phase_size": 20}
+    (tmp_path / "phases.json").write_text(json.dumps(phases))
+    return tmp_path
+
+
+def test_phase_zero_trains_the_base_classes_from_the_yaml_weights(experiment):
+    config = phase_config(SYNTHETIC_LST, str(experiment), 0)
+    assert config.OUTPUT_DIR == str(experiment / "phase_0")
+    assert config.MODEL.ROI_BOX_HEAD.NUM_CLASSES == 25
+    assert config.MODEL.LST.NUM_OLD_CLASSES == 0 and config.MODEL.LST.PHASE == 0
+    assert config.MODEL.LST.PHASES_FILE == str(experiment / "phases.json")
+    assert config.MODEL.WEIGHT == ""  # from the synthetic YAML: trained from scratch
+    assert config.MODEL.ROI_BOX_HEAD.PREDICTOR == "FPNCosinePredictor"
+    assert not config.MODEL.LST.DISTILL.ENABLED and config.DATALOADER.SAMPLER == ""
+
+
+def test_incremental_phase_chains_to_the_previous_phase(experiment):
+    config = phase_config(SYNTHETIC_LST, str(experiment), 2, opts=["SOLVER.MAX_ITER", 11])
+    assert config.MODEL.ROI_BOX_HEAD.NUM_CLASSES == 65
+    assert config.MODEL.LST.NUM_OLD_CLASSES == 44
+    assert config.MODEL.WEIGHT == str(experiment / "phase_2" / "model_init.pth")
+    assert config.MODEL.LST.DISTILL.TEACHER_WEIGHT == str(experiment / "phase_1" / "model_final.pth")
+    assert config.MODEL.LST.REPLAY_PLAN_FILE == str(experiment / "phase_2" / "replay_plan.json")
+    assert config.MODEL.BACKBONE.FREEZE_CONV_BODY_AT == 5
+    assert config.DATALOADER.SAMPLER == "BalancedReplaySampler" and config.MODEL.LST.DISTILL.ENABLED
+    assert config.SOLVER.MAX_ITER == 11  # overrides apply
+
+
+def test_overrides_cannot_replace_derived_keys(experiment):
+    config = phase_config(SYNTHETIC_LST, str(experiment), 1, opts=["MODEL.ROI_BOX_HEAD.NUM_CLASSES", 3])
+    assert config.MODEL.ROI_BOX_HEAD.NUM_CLASSES == 45
+
+
+def test_missing_phase_and_missing_files_are_clear_errors(experiment, tmp_path_factory):
+    with pytest.raises(ValueError, match="phases 0..2"):
+        phase_config(SYNTHETIC_LST, str(experiment), 3)
+    with pytest.raises(ValueError, match="lst_prepare"):
+        phase_config(SYNTHETIC_LST, str(tmp_path_factory.mktemp("empty")), 0)
+    with pytest.raises(FileNotFoundError, match="incremental.yaml"):
+        phase_config(str(tmp_path_factory.mktemp("no_configs")), str(experiment), 1)
+
+
+def test_lvis_configs_follow_the_paper_division(experiment):
+    config = phase_config(LVIS_LST, str(experiment), 1)
+    assert (config.MODEL.LST.BASE_SIZE, config.MODEL.LST.PHASE_SIZE) == (270, 160)
+    assert config.MODEL.BACKBONE.CONV_BODY == "R-50-FPN"
+    assert config.MODEL.ROI_HEADS.DETECTIONS_PER_IMG == 300
+    assert config.MODEL.ROI_HEADS.SCORE_THRESH == 0.0 and config.SOLVER.BASE_LR == 0.005
+    assert phase_config(LVIS_LST, str(experiment), 0).MODEL.ROI_HEADS.SCORE_THRESH == 0.05
+
+
+def test_cli_writes_a_config_that_train_net_can_merge(experiment):
+    tool = os.path.join(REPO, "tools", "lst_phase_config.py")
+    out = subprocess.run([sys.executable, tool, "--config-dir", SYNTHETIC_LST, "--experiment-dir",
+                          str(experiment), "--phase", "1", "SOLVER.MAX_ITER", "5"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == str(experiment / "phase_1" / "config.yml")
+    written = yaml.safe_load(open(out))
+    assert written["SOLVER"]["MAX_ITER"] == 5 and written["MODEL"]["LST"]["PHASE"] == 1
+    described = subprocess.run([sys.executable, tool, "--config-dir", SYNTHETIC_LST, "--describe"],
+                               capture_output=True, text=True, check=True).stdout.split()
+    assert described[:3] == ["24", "20", "ceil"] and described[3].endswith("synthetic_lt/train.json")
+    failed = subprocess.run([sys.executable, tool, "--config-dir", SYNTHETIC_LST, "--experiment-dir",
+                             str(experiment), "--phase", "7"], capture_output=True, text=True)
+    assert failed.returncode != 0 and "phase 7" in failed.stderr

@@ -1,0 +1,377 @@
+"""LST phases (data/lst_phases.py, tools/lst_prepare.py): the class division and the replay
+quotas on a hand-made annotation file (values computed by hand from the paper's definitions),
+the CLI's files and refusals, phase-restricted datasets, and evaluation restricted to a phase's
+categories (FastLVISEval against lvis-api's LVISEval with the same params.cat_ids)."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from lvis import LVIS
+
+from fixtures_data import write_lvis_fixture, write_paths_catalog
+from maskrcnn_benchmark.config import cfg
+from maskrcnn_benchmark.data import lst_phases, make_data_loader
+from maskrcnn_benchmark.data.datasets.evaluation import evaluate
+from maskrcnn_benchmark.data.datasets.evaluation.lvis.bins import ap_of_categories
+from maskrcnn_benchmark.data.datasets.evaluation.lvis.fast_eval import FastLVISEval
+from maskrcnn_benchmark.engine.inference import lvis_evaluation_options
+from test_lvis_eval import SUMMARY_KEYS, _lvis_dataset, _predictions_for, lvis_api, make_case
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Hand-made training set. Instances (images): 9: 6 (5 images, two in image 1); 2: 4 (1 image);
+# 5: 4 (4 images); 3: 2 (2 images); 1: 1; 8: 1; 7: none, although its record claims 50.
+# Sorted by count, ties by id: 9, 2, 5, 3, 1, 8, 7.
+ANNOTATIONS = (
+    [(1, 9), (1, 9), (2, 9), (3, 9), (4, 9), (5, 9)]
+    + [(6, 2)] * 4
+    + [(1, 5), (2, 5), (3, 5), (4, 5)]
+    + [(5, 3), (6, 3)]
+    + [(2, 1), (3, 8)]
+)
+
+
+def hand_made_train():
+    categories = [{"id": c, "name": "c{}".format(c)} for c in (5, 2, 9, 1, 7, 3, 8)]
+    categories[4]["instance_count"] = 50  # id 7: the field is not what is counted
+    return {
+        "images": [{"id": i, "width": 10, "height": 10, "file_name": "x.jpg"} for i in range(1, 7)],
+        "annotations": [
+            {"id": k + 1, "image_id": image, "category_id": category, "bbox": [0, 0, 2, 2]}
+            for k, (image, category) in enumerate(ANNOTATIONS)
+        ],
+        "categories": categories,
+    }
+
+
+@pytest.fixture
+def train_json(tmp_path):
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(hand_made_train()))
+    return str(path)
+
+
+# ---------------------------------------------------------------------------- division
+def test_division_sorts_by_instance_count_with_ties_by_id():
+    counts, images = lst_phases.category_statistics(hand_made_train())
+    assert counts == {9: 6, 2: 4, 5: 4, 3: 2, 1: 1, 8: 1, 7: 0}
+    assert images == {9: 5, 2: 1, 5: 4, 3: 2, 1: 1, 8: 1, 7: 0}
+    phases = lst_phases.divide_categories(counts, base=2, phase_size=2)
+    assert phases == {
+        "sorted_category_ids": [9, 2, 5, 3, 1, 8, 7],
+        "groups": [[9, 2], [5, 3], [1, 8], [7]],  # the last group is partial
+        "base": 2,
+        "phase_size": 2,
+    }
+    assert lst_phases.seen_category_ids(phases, 0) == [9, 2]
+    assert lst_phases.seen_category_ids(phases, 2) == [9, 2, 5, 3, 1, 8]
+    assert lst_phases.old_category_ids(phases, 2) == [9, 2, 5, 3]
+    assert lst_phases.new_category_ids(phases, 2) == [1, 8]
+    assert [lst_phases.num_classes(phases, t) for t in range(4)] == [3, 5, 7, 8]
+    with pytest.raises(ValueError, match="phases 0..3.*MODEL.LST.PHASE"):
+        lst_phases.seen_category_ids(phases, 4)
+
+
+def test_phase_labels_are_positions_in_the_sorted_order(tmp_path):
+    fixture = write_lvis_fixture(str(tmp_path), num_images=16)
+    counts, _ = lst_phases.category_statistics(fixture.data)
+    phases = lst_phases.divide_categories(counts, base=2, phase_size=3)
+    from maskrcnn_benchmark.data.datasets import LVISDataset
+
+    seen = lst_phases.seen_category_ids(phases, 1)
+    dataset = LVISDataset(fixture.ann_file, fixture.root, True, category_ids=seen)
+    assert dataset.json_category_id_to_contiguous_id == {c: k + 1 for k, c in enumerate(seen)}
+    # The old labels are a prefix of the new ones.
+    base = LVISDataset(fixture.ann_file, fixture.root, True,
+                       category_ids=lst_phases.seen_category_ids(phases, 0))
+    for c, label in base.json_category_id_to_contiguous_id.items():
+        assert dataset.json_category_id_to_contiguous_id[c] == label
+
+
+@pytest.mark.parametrize("base, phase_size, match", [
+    (0, 2, "base size 0"), (7, 2, "base size 7"), (-1, 2, "base size"),
+    (2, 0, "phase size 0"), (2, -3, "phase size"),
+])
+def test_bad_division_arguments(base, phase_size, match):
+    counts, _ = lst_phases.category_statistics(hand_made_train())
+    with pytest.raises(ValueError, match=match):
+        lst_phases.divide_categories(counts, base, phase_size)
+
+
+def test_bad_training_files(tmp_path):
+    with pytest.raises(ValueError, match="missing.json not found"):
+        lst_phases.load_train_annotations(str(tmp_path / "missing.json"))
+    no_categories = tmp_path / "no_categories.json"
+    no_categories.write_text(json.dumps({"images": [], "annotations": []}))
+    with pytest.raises(ValueError, match="no_categories.json has no 'categories'"):
+        lst_phases.load_train_annotations(str(no_categories))
+
+
+def test_load_phases_validates(tmp_path):
+    with pytest.raises(ValueError, match="lst_prepare.py"):
+        lst_phases.load_phases(str(tmp_path / "phases.json"))
+    counts, _ = lst_phases.category_statistics(hand_made_train())
+    phases = lst_phases.divide_categories(counts, 2, 2)
+    path = tmp_path / "phases.json"
+    path.write_text(json.dumps(phases))
+    assert lst_phases.load_phases(str(path)) == phases
+    broken = dict(phases, groups=[[9, 2], [5, 3], [1, 8]])
+    path.write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match="phases.json is not a valid phases file.*sorted"):
+        lst_phases.load_phases(str(path))
+
+
+# ---------------------------------------------------------------------------- replay plan
+# Phase 1: new 5, 3 -> n_c = (4 + 2) / 2 = 3. Old 9: n_k = 6 / 5 = 1.2, n_c / n_k = 2.5, ceil 3,
+# NumPy round (half to even) 2. Old 2: n_k = 4 / 1 = 4, 0.75 -> ceil 1, round 1.
+# Phase 2: new 1, 8 -> n_c = 1. 9: 1 / 1.2 -> 1 and 1; 2: 0.25 -> ceil 1, max(1, round 0) = 1;
+# 5: n_k = 4 / 4 = 1 -> 1; 3: n_k = 2 / 2 = 1 -> 1.
+EXPECTED_PLANS = {
+    "ceil": {
+        1: (3.0, {"9": (1.2, 3), "2": (4.0, 1)}),
+        2: (1.0, {"9": (1.2, 1), "2": (4.0, 1), "5": (1.0, 1), "3": (1.0, 1)}),
+    },
+    "round": {
+        1: (3.0, {"9": (1.2, 2), "2": (4.0, 1)}),
+        2: (1.0, {"9": (1.2, 1), "2": (4.0, 1), "5": (1.0, 1), "3": (1.0, 1)}),
+    },
+}
+
+
+@pytest.mark.parametrize("rule", ["ceil", "round"])
+def test_replay_quotas_follow_the_formula(rule):
+    counts, images = lst_phases.category_statistics(hand_made_train())
+    phases = lst_phases.divide_categories(counts, 2, 2)
+    for phase, (n_c, old) in EXPECTED_PLANS[rule].items():
+        plan = lst_phases.make_replay_plan(phases, phase, counts, images, rule)
+        assert plan["n_c"] == pytest.approx(n_c)
+        assert list(plan["old_classes"]) == list(old)
+        for category_id, (n_k, quota) in old.items():
+            assert plan["old_classes"][category_id]["n_k"] == pytest.approx(n_k)
+            assert plan["old_classes"][category_id]["quota"] == quota
+        assert plan["new_category_ids"] == phases["groups"][phase]
+    with pytest.raises(ValueError, match="phase 0"):
+        lst_phases.make_replay_plan(phases, 0, counts, images, rule)
+
+
+def test_quota_rules():
+    assert lst_phases.replay_quota(3.0, 1.2, "round") == 2  # 2.5 rounds to even
+    assert lst_phases.replay_quota(3.5, 1.0, "round") == 4
+    assert lst_phases.replay_quota(1.0, 10.0, "round") == 1  # at least one
+    assert lst_phases.replay_quota(6.0, 2.0, "ceil") == 3
+    with pytest.raises(ValueError, match="REPLAY_QUOTA_RULE"):
+        lst_phases.replay_quota(1.0, 1.0, "floor")
+
+
+def test_replay_quotas_by_label_checks_the_phase():
+    plan = {"n_c": 3.0, "old_classes": {"9": {"n_k": 1.2, "quota": 3},
+                                        "2": {"n_k": 4.0, "quota": 1}}}
+    to_label = {9: 1, 2: 2, 5: 3, 3: 4}
+    assert lst_phases.replay_quotas_by_label(plan, to_label, 2) == {1: 3, 2: 1}
+    with pytest.raises(ValueError, match="plan.json: has no quota for old labels \\[3, 4\\]"):
+        lst_phases.replay_quotas_by_label(plan, to_label, 4, source="plan.json")
+    with pytest.raises(ValueError, match="old class 2 is not among the 1 old classes"):
+        lst_phases.replay_quotas_by_label(plan, to_label, 1)
+
+
+# ---------------------------------------------------------------------------- CLI
+def _cli_main():
+    spec = importlib.util.spec_from_file_location(
+        "lst_prepare", os.path.join(REPO_ROOT, "tools", "lst_prepare.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def _read_tree(directory):
+    files = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            with open(os.path.join(root, name)) as f:
+                files[os.path.relpath(os.path.join(root, name), directory)] = f.read()
+    return files
+
+
+def test_cli_writes_the_phase_files(tmp_path, train_json):
+    out = tmp_path / "experiment"
+    done = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "tools", "lst_prepare.py"),
+         "--train-json", train_json, "--base", "2", "--phase-size", "2",
+         "--output-dir", str(out), "--quota-rule", "round"],
+        capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
+        env=dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "phase 0: 2 categories, 4..6 training instances" in done.stdout
+    assert "phase 3: 1 categories, 0..0 training instances" in done.stdout
+    assert sorted(_read_tree(str(out))) == [
+        "phase_1/replay_plan.json", "phase_2/replay_plan.json", "phase_3/replay_plan.json",
+        "phases.json"]
+    phases = lst_phases.load_phases(str(out / "phases.json"))
+    assert phases["groups"] == [[9, 2], [5, 3], [1, 8], [7]]
+    for phase, (n_c, old) in EXPECTED_PLANS["round"].items():
+        plan = lst_phases.load_replay_plan(str(out / "phase_{}".format(phase) / "replay_plan.json"))
+        assert plan["n_c"] == pytest.approx(n_c)
+        assert {c: v["quota"] for c, v in plan["old_classes"].items()} == \
+            {c: quota for c, (_, quota) in old.items()}
+
+
+def test_cli_is_idempotent_and_refuses_to_change_finished_phases(tmp_path, train_json, capsys):
+    main = _cli_main()
+    out = str(tmp_path / "experiment")
+    args = ["--train-json", train_json, "--base", "2", "--phase-size", "2", "--output-dir", out]
+    main(args)
+    written = _read_tree(out)
+    main(args)
+    assert _read_tree(out) == written
+
+    with pytest.raises(SystemExit, match="phases.json already exists with different content.*"
+                                         "another output directory"):
+        main(["--train-json", train_json, "--base", "3", "--phase-size", "2", "--output-dir", out])
+    with pytest.raises(SystemExit, match="replay_plan.json already exists with different"):
+        main(args + ["--quota-rule", "round"])
+    assert _read_tree(out) == written
+
+    with pytest.raises(SystemExit, match="base size 7"):
+        main(["--train-json", train_json, "--base", "7", "--phase-size", "2",
+              "--output-dir", str(tmp_path / "other")])
+    assert not os.path.exists(str(tmp_path / "other"))
+
+
+# ---------------------------------------------------------------------------- datasets and config
+@pytest.fixture(scope="module")
+def phase_catalog(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("phase_data")
+    fixture = write_lvis_fixture(str(directory), version="v1", num_images=24)
+    catalog = write_paths_catalog(str(directory / "paths_catalog.py"),
+                                  {"lvis_fixture": ("LVISDataset", fixture)})
+    lst_phases.prepare_phases(fixture.ann_file, 3, 2, str(directory / "experiment"))
+    return catalog, str(directory / "experiment"), fixture
+
+
+def phase_cfg(phase_catalog, phase, *opts):
+    catalog, experiment, _ = phase_catalog
+    phases = lst_phases.load_phases(os.path.join(experiment, "phases.json"))
+    config = cfg.clone()
+    config.merge_from_list([
+        "PATHS_CATALOG", catalog, "OUTPUT_DIR", experiment,
+        "DATASETS.TRAIN", ("lvis_fixture",), "DATASETS.TEST", ("lvis_fixture",),
+        "DATALOADER.NUM_WORKERS", 0, "INPUT.MIN_SIZE_TRAIN", (32,), "INPUT.MAX_SIZE_TRAIN", 64,
+        "INPUT.MIN_SIZE_TEST", 32, "INPUT.MAX_SIZE_TEST", 64,
+        "SOLVER.IMS_PER_BATCH", 2, "SOLVER.MAX_ITER", 6, "TEST.IMS_PER_BATCH", 2,
+        "MODEL.LST.PHASES_FILE", os.path.join(experiment, "phases.json"),
+        "MODEL.LST.PHASE", phase,
+        "MODEL.ROI_BOX_HEAD.NUM_CLASSES", lst_phases.num_classes(phases, phase),
+    ] + list(opts))
+    return config, phases
+
+
+@pytest.mark.parametrize("phase", [0, 1])
+def test_loaders_use_the_phase_categories(phase_catalog, phase):
+    config, phases = phase_cfg(phase_catalog, phase)
+    seen = lst_phases.seen_category_ids(phases, phase)
+    train = make_data_loader(config, is_train=True)
+    (test,) = make_data_loader(config, is_train=False)
+    for dataset in (train.dataset, test.dataset):
+        assert list(dataset.json_category_id_to_contiguous_id) == seen
+        assert list(dataset.json_category_id_to_contiguous_id.values()) == \
+            list(range(1, len(seen) + 1))
+    _, targets, _ = next(iter(train))
+    for target in targets:
+        assert 1 <= target.get_field("labels").min() and \
+            target.get_field("labels").max() <= len(seen)
+
+
+def test_num_classes_must_match_the_phase(phase_catalog):
+    config, _ = phase_cfg(phase_catalog, 1, "MODEL.ROI_BOX_HEAD.NUM_CLASSES", 81)
+    with pytest.raises(ValueError, match="NUM_CLASSES is 81 but phase 1 .* set NUM_CLASSES to 6"):
+        make_data_loader(config, is_train=True)
+
+
+@pytest.mark.parametrize("phase, groups", [(0, ["all"]), (1, ["old", "new", "all"])])
+def test_lvis_evaluation_options_restrict_to_the_phase(phase_catalog, phase, groups):
+    config, phases = phase_cfg(phase_catalog, phase)
+    options = lvis_evaluation_options(config)
+    seen = lst_phases.seen_category_ids(phases, phase)
+    assert options["category_ids"] == seen
+    assert list(options["category_groups"]) == groups
+    assert options["category_groups"]["all"] == seen
+    if phase:
+        assert options["category_groups"]["old"] == phases["groups"][0]
+        assert options["category_groups"]["new"] == phases["groups"][1]
+
+
+# ---------------------------------------------------------------------------- evaluation
+@pytest.fixture
+def reference_subset(tmp_path, monkeypatch):
+    """lvis-api's LVISEval after run(), evaluating only ``cat_ids`` (its params.cat_ids)."""
+    run_all = lvis_api(tmp_path, monkeypatch)
+
+    def run(gt, results, iou_type, cat_ids):
+        import lvis.eval
+
+        original = lvis.eval.LVISEval.evaluate
+
+        def evaluate_subset(evaluator):
+            evaluator.params.cat_ids = list(cat_ids)
+            return original(evaluator)
+
+        monkeypatch.setattr(lvis.eval.LVISEval, "evaluate", evaluate_subset)
+        evaluator = run_all(gt, results, iou_type)
+        return evaluator
+    return run
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+@pytest.mark.parametrize("seed, order", [(20, "sorted"), (21, "shuffled")])
+def test_category_subset_equals_lvis_api(tmp_path, reference_subset, iou_type, seed, order):
+    gt, results = make_case(seed=seed)
+    rng = np.random.default_rng(seed)
+    cat_ids = [c["id"] for c in gt["categories"]]
+    subset = [int(c) for c in rng.choice(cat_ids, len(cat_ids) // 2, replace=False)]
+    subset = sorted(subset) if order == "sorted" else subset
+    assert any(r["category_id"] not in subset for r in results)
+
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    fast = FastLVISEval(LVIS(str(path)), results, iou_type)
+    fast.params.cat_ids = subset
+    fast.run()
+    ref = reference_subset(gt, results, iou_type, subset)
+    assert list(ref.params.cat_ids) == subset
+    np.testing.assert_array_equal(fast.eval["precision"], ref.eval["precision"])
+    np.testing.assert_array_equal(fast.eval["recall"], ref.eval["recall"])
+    for key in SUMMARY_KEYS:
+        assert abs(fast.results[key] - ref.results[key]) <= 1e-6, key
+    assert fast.freq_groups == ref.freq_groups
+
+
+def test_category_subset_rejects_unknown_ids(tmp_path):
+    gt, results = make_case(seed=22, num_images=4)
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    fast = FastLVISEval(LVIS(str(path)), results, "bbox")
+    fast.params.cat_ids = [gt["categories"][0]["id"], 10 ** 6]
+    with pytest.raises(ValueError, match="\\[1000000\\] that are not categories"):
+        fast.run()
+
+
+def test_evaluate_with_category_ids(tmp_path, reference_subset):
+    gt, _ = make_case(seed=23, num_images=6)
+    dataset = _lvis_dataset(tmp_path, gt)
+    predictions = _predictions_for(gt, dataset, np.random.default_rng(2), extra=20)
+    cat_ids = [c["id"] for c in gt["categories"]]
+    seen = cat_ids[: len(cat_ids) // 2]
+    groups = {"old": seen[:4], "new": seen[4:], "all": seen}
+    metrics, results = evaluate(dataset, predictions, None, box_only=False, iou_types=("bbox",),
+                                category_groups=groups, category_ids=seen)
+    ref = reference_subset(gt, results["bbox"], "bbox", sorted(seen))
+    for key in SUMMARY_KEYS:
+        assert abs(metrics["bbox"][key] - ref.results[key]) <= 1e-6, key
+    assert sorted(metrics["bbox"]["per_category_AP"]) == sorted(seen)
+    for name, ids in groups.items():
+        assert abs(metrics["bbox"]["groups"][name] - ap_of_categories(ref, ids)) <= 1e-9

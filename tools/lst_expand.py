@@ -1,0 +1,69 @@
+"""Expand a checkpoint's box predictor for the next LST phase (paper §3.2; authors' get_finetune_pth.py).
+
+    python tools/lst_expand.py --input OLD.pth --output NEW.pth --num-classes N \
+        [--std-cls 0.01] [--std-bbox 0.001] [--seed 0] [--cls-agnostic-bbox-reg]
+
+N counts the classes of the expanded model, background included (its MODEL.ROI_BOX_HEAD.NUM_CLASSES).
+The old classifier and box-regression rows are copied, the new ones drawn from N(0, std^2) (biases 0),
+everything else is kept. NEW.pth holds {"model": ...} only: the optimizer, scheduler, iteration and
+random states are dropped, so training the new phase starts at iteration 0. It is written atomically.
+"""
+import argparse
+import logging
+from collections.abc import Mapping
+
+import torch
+
+from maskrcnn_benchmark.modeling.roi_heads.box_head.expansion import expand_box_predictor
+from maskrcnn_benchmark.utils.miscellaneous import atomic_torch_save
+
+logger = logging.getLogger("lst_expand")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input", required=True, help="checkpoint of the previous phase (.pth)")
+    parser.add_argument("--output", required=True, help="expanded checkpoint to write (.pth)")
+    parser.add_argument("--num-classes", type=int, required=True,
+                        help="classes of the expanded model, background included")
+    parser.add_argument("--std-cls", type=float, default=0.01, help="std of the new classifier rows")
+    parser.add_argument("--std-bbox", type=float, default=0.001, help="std of the new box-regression rows")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the new rows' random draws")
+    parser.add_argument("--cls-agnostic-bbox-reg", action="store_true",
+                        help="the model uses MODEL.CLS_AGNOSTIC_BBOX_REG (only needed to tell a 2-class "
+                             "model's 8 box-regression rows apart)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    checkpoint = torch.load(args.input, map_location=torch.device("cpu"), weights_only=True)
+    if not isinstance(checkpoint, Mapping):
+        raise SystemExit("{} holds a {}, not a checkpoint dict".format(args.input, type(checkpoint).__name__))
+    state_dict = checkpoint["model"] if "model" in checkpoint else checkpoint
+    dropped = sorted(key for key in checkpoint if key != "model") if "model" in checkpoint else []
+
+    generator = torch.Generator().manual_seed(args.seed)
+    try:
+        expanded = expand_box_predictor(
+            state_dict,
+            args.num_classes,
+            std_cls=args.std_cls,
+            std_bbox=args.std_bbox,
+            generator=generator,
+            cls_agnostic_bbox_reg=True if args.cls_agnostic_bbox_reg else None,
+        )
+    except (KeyError, ValueError) as error:
+        raise SystemExit("{}: {}".format(args.input, error.args[0]))
+    atomic_torch_save({"model": expanded}, args.output)
+    grown = [key for key in expanded if expanded[key].shape != state_dict[key].shape]
+    for key in grown:
+        logger.info("%s: %s -> %s", key, tuple(state_dict[key].shape), tuple(expanded[key].shape))
+    if dropped:
+        logger.info("dropped checkpoint entries: %s", ", ".join(dropped))
+    logger.info("wrote %s", args.output)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Write the config of one LST phase: ``OUT/phase_<t>/config.yml``.
+
+    python tools/lst_phase_config.py --config-dir configs/synthetic/lst --experiment-dir OUT \
+        --phase t [KEY VALUE ...]
+
+The config is the folder's phase0.yaml (t = 0) or incremental.yaml (t >= 1), the overrides, and
+the keys derived from OUT/phases.json and the previous phase (maskrcnn_benchmark/engine/phases.py).
+Train it with ``tools/train_net.py --config-file OUT/phase_<t>/config.yml``.
+
+``--describe`` prints, instead, what tools/lst_prepare.py needs from phase0.yaml:
+``BASE_SIZE PHASE_SIZE REPLAY_QUOTA_RULE TRAIN_ANNOTATION_FILE``.
+"""
+import argparse
+import os
+import sys
+
+from maskrcnn_benchmark.engine.phases import (
+    load_yaml_config, phase_config, phase_dir, phase_yaml, train_annotation_file,
+)
+from maskrcnn_benchmark.utils.miscellaneous import save_config
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config-dir", required=True, help="folder with phase0.yaml and incremental.yaml")
+    parser.add_argument("--experiment-dir", help="folder with phases.json and the phase folders")
+    parser.add_argument("--phase", type=int, help="phase index t")
+    parser.add_argument("--describe", action="store_true",
+                        help="print BASE_SIZE PHASE_SIZE REPLAY_QUOTA_RULE TRAIN_ANNOTATION_FILE and exit")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    args = parser.parse_args(argv)
+    try:
+        if args.describe:
+            config = load_yaml_config(phase_yaml(args.config_dir, 0), args.opts)
+            lst = config.MODEL.LST
+            print(lst.BASE_SIZE, lst.PHASE_SIZE, lst.REPLAY_QUOTA_RULE, train_annotation_file(config))
+            return 0
+        if args.experiment_dir is None or args.phase is None:
+            parser.error("--experiment-dir and --phase are required (or --describe)")
+        config = phase_config(args.config_dir, args.experiment_dir, args.phase, args.opts)
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        sys.exit("error: {}".format(error.args[0] if error.args else error))
+    path = os.path.join(phase_dir(args.experiment_dir, args.phase), "config.yml")
+    save_config(config, path)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
