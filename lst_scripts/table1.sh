@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Table 1 of the paper: the baselines (plain Mask R-CNN, modified backbone, class-aware sampling,
-# repeat-factor sampling), each trained and evaluated with tools/train_net.py, then gathered into
-# REPORT_DIR/table1.md, table1.json and table1_ap_per_bin.png by tools/lst_report.py.
+# repeat-factor sampling), each trained and evaluated with tools/train_net.py, and LST w/o MWG
+# (the last phase of lst_scripts/run_phases.sh), gathered into REPORT_DIR/table1.md, table1.json
+# and table1_ap_per_bin.png by tools/lst_report.py.
 #
 #   bash lst_scripts/table1.sh                 # the embedded synthetic benchmark, on the CPU
 #   bash lst_scripts/table1.sh --lvis --gpus 8 # LVIS v0.5, the paper's settings (configs/lvis/)
 #
 # Options:
 #   --lvis              LVIS v0.5 (datasets/lvis must hold it; see INSTALL.md) instead of synthetic
-#   --rows a,b,...      rows to run, among: plain, modified_backbone, cas, rfs (default: all)
-#   --output-dir DIR    where the runs go (default: output/table1/<synthetic|lvis>)
+#   --rows a,b,...      rows to run, among: plain, modified_backbone, cas, rfs, lst (default: all)
+#   --output-dir DIR    where the baseline runs go (default: output/table1/<synthetic|lvis>)
+#   --lst-dir DIR       the LST experiment (default: output/lst/<synthetic|lvis>, run_phases.sh's)
 #   --report-dir DIR    where the table goes (default: report for synthetic, report/lvis for LVIS)
 #   --gpus N            processes per run through torchrun (default 1)
 #   KEY VALUE ...       after the options: config overrides for every run (e.g. SOLVER.MAX_ITER 500)
@@ -19,8 +21,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 benchmark=synthetic
-rows="plain,modified_backbone,cas,rfs"
+rows="plain,modified_backbone,cas,rfs,lst"
 output_dir=""
+lst_dir=""
 report_dir=""
 gpus=1
 while [ $# -gt 0 ]; do
@@ -28,9 +31,10 @@ while [ $# -gt 0 ]; do
     --lvis) benchmark=lvis; shift ;;
     --rows) rows="$2"; shift 2 ;;
     --output-dir) output_dir="$2"; shift 2 ;;
+    --lst-dir) lst_dir="$2"; shift 2 ;;
     --report-dir) report_dir="$2"; shift 2 ;;
     --gpus) gpus="$2"; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     --*) echo "table1.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) break ;;
   esac
@@ -51,6 +55,7 @@ else
   default_report=report/lvis
 fi
 output_dir="${output_dir:-output/table1/$benchmark}"
+lst_dir="${lst_dir:-output/lst/$benchmark}"
 report_dir="${report_dir:-$default_report}"
 
 declare -A row_title=(
@@ -58,6 +63,7 @@ declare -A row_title=(
   [modified_backbone]="Modified backbone (cosine + MaskX)"
   [cas]="Class-aware sampling"
   [rfs]="Repeat-factor sampling"
+  [lst]="LST w/o MWG"
 )
 declare -A row_suffix=([plain]="" [modified_backbone]="_modified_backbone" [cas]="_cas" [rfs]="_rfs")
 
@@ -70,6 +76,13 @@ for row in "${selected[@]}"; do
   if [ -z "${row_title[$row]+set}" ]; then
     echo "table1.sh: unknown row '$row'; rows: ${!row_title[*]}" >&2
     exit 2
+  fi
+  if [ "$row" = lst ]; then
+    bash lst_scripts/run_phases.sh --config-dir "configs/$benchmark/lst" --output-dir "$lst_dir" \
+      --gpus "$gpus" "${overrides[@]}"
+    last_phase=$(python -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["groups"]) - 1)' "$lst_dir/phases.json")
+    report_rows+=(--row "${row_title[$row]}=$(ls "$lst_dir/phase_$last_phase"/inference/*/metrics.json)")
+    continue
   fi
   run_dir="$output_dir/$row"
   metrics="$run_dir/inference/$test_set/metrics.json"

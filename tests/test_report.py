@@ -279,6 +279,12 @@ def test_cli_table1_and_errors(tmp_path):
     assert broken.returncode != 0
     assert "broken.json" in broken.stderr and "not valid JSON" in broken.stderr
 
+    named = run_cli("table1", "--row", "b 4, phase size 2 (1 phase)=" + good, "--output-dir",
+                    tmp_path / "grid", "--name", "table3")
+    assert named.returncode == 0, named.stderr
+    assert markdown_rows(named.stdout)[0][0] == "b 4, phase size 2 (1 phase)"
+    assert sorted(os.listdir(tmp_path / "grid")) == ["table3.json", "table3.md", "table3_ap_per_bin.png"]
+
 
 def test_cli_phases_prints_the_table(tmp_path):
     root, other = tmp_path / "lst", tmp_path / "replay_all"

@@ -4,7 +4,8 @@
         --row "Repeat-factor sampling=RUN_B/inference/VAL/metrics.json" ... --output-dir report \
         [--title "..."] [--note "..."]
         writes report/table1.md, table1.json and table1_ap_per_bin.png (paper Table 1 + APr/c/f;
-        a row whose metrics.json does not exist yet is listed as "not run").
+        a row whose metrics.json does not exist yet is listed as "not run"); --name table3 writes
+        table3.* instead (lst_scripts/table3.sh: one row per base and phase size).
 
     python tools/lst_report.py phases --phases-dir OUTPUT_DIR [--compare "no KD=OTHER_DIR" ...]
         reads OUTPUT_DIR/phases.json and phase_<t>/inference/<dataset>/metrics.json up to the
@@ -40,6 +41,8 @@ def parse_args(argv=None):
     table1.add_argument("--output-dir", required=True, help="folder for table1.md/.json/.png")
     table1.add_argument("--title", default="Table 1", help="title of the table and plot")
     table1.add_argument("--note", help="text printed under the table")
+    table1.add_argument("--name", default="table1",
+                        help="file name stem of the outputs (e.g. table3 for lst_scripts/table3.sh)")
 
     phases = commands.add_parser("phases", help="per-phase table and plots of an LST experiment")
     phases.add_argument("--phases-dir", required=True, metavar="OUTPUT_DIR",
@@ -55,7 +58,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "table1":
-            markdown = write_table1(args.rows, args.output_dir, args.title, args.note)
+            markdown = write_table1(args.rows, args.output_dir, args.title, args.note, args.name)
         else:
             markdown = write_phase_report(args.phases_dir, args.compare)
     except ValueError as e:  # ReportInputError, or a malformed phases.json

@@ -210,20 +210,21 @@ def table1_markdown(rows, title=None, note=None):
     return "\n\n".join(parts) + "\n"
 
 
-def write_table1(entries, output_dir, title="Table 1", note=None):
-    """Write output_dir/table1.md, table1.json and table1_ap_per_bin.png; return the markdown.
+def write_table1(entries, output_dir, title="Table 1", note=None, name="table1"):
+    """Write output_dir/<name>.md, <name>.json and <name>_ap_per_bin.png; return the markdown.
 
     Arguments:
         entries (list[tuple[str, str]]): (model name, metrics.json path); a missing file is a row
             "not run".
+        name (str): file name stem, e.g. "table3" for the grid of base and phase sizes.
     """
     rows = table1_rows(entries)
     markdown = table1_markdown(rows, title, note)
-    atomic_write_text(os.path.join(output_dir, "table1.md"), markdown)
+    atomic_write_text(os.path.join(output_dir, name + ".md"), markdown)
     atomic_write_json({"title": title, "note": note, "columns": TABLE1_COLUMNS, "rows": rows},
-                      os.path.join(output_dir, "table1.json"))
+                      os.path.join(output_dir, name + ".json"))
     series = [(row["model"], row) for row in rows if row["status"] == "ok"]
-    plot_grouped_bins(series, os.path.join(output_dir, "table1_ap_per_bin.png"),
+    plot_grouped_bins(series, os.path.join(output_dir, name + "_ap_per_bin.png"),
                       "{}: mask AP per training instance-count bin".format(title))
     return markdown
 
