@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Table 1 of the paper: the baselines (plain Mask R-CNN, modified backbone, class-aware sampling,
-# repeat-factor sampling), each trained and evaluated with tools/train_net.py, and LST w/o MWG
-# (the last phase of lst_scripts/run_phases.sh), gathered into REPORT_DIR/table1.md, table1.json
+# repeat-factor sampling), each trained and evaluated with tools/train_net.py, and LST w/o and
+# w/ the meta weight generator (the last phase of lst_scripts/run_phases.sh), gathered into REPORT_DIR/table1.md, table1.json
 # and table1_ap_per_bin.png by tools/lst_report.py.
 #
 #   bash lst_scripts/table1.sh                 # the embedded synthetic benchmark, on the CPU
@@ -9,9 +9,12 @@
 #
 # Options:
 #   --lvis              LVIS v0.5 (datasets/lvis must hold it; see INSTALL.md) instead of synthetic
-#   --rows a,b,...      rows to run, among: plain, modified_backbone, cas, rfs, lst (default: all)
+#   --rows a,b,...      rows to run, among: plain, modified_backbone, cas, rfs, lst, lst_mwg
+#                       (default: all)
 #   --output-dir DIR    where the baseline runs go (default: output/table1/<synthetic|lvis>)
-#   --lst-dir DIR       the LST experiment (default: output/lst/<synthetic|lvis>, run_phases.sh's)
+#   --lst-dir DIR       the LST experiment (default: output/lst/<synthetic|lvis>, run_phases.sh's);
+#                       LST w MWG goes to DIR_mwg and starts from DIR's phase 0 when it is done
+#                       (phase 0 is the same in both: the generator trains in phases t >= 1)
 #   --report-dir DIR    where the table goes (default: report for synthetic, report/lvis for LVIS)
 #   --gpus N            processes per run through torchrun (default 1)
 #   KEY VALUE ...       after the options: config overrides for every run (e.g. SOLVER.MAX_ITER 500)
@@ -21,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 benchmark=synthetic
-rows="plain,modified_backbone,cas,rfs,lst"
+rows="plain,modified_backbone,cas,rfs,lst,lst_mwg"
 output_dir=""
 lst_dir=""
 report_dir=""
@@ -34,7 +37,7 @@ while [ $# -gt 0 ]; do
     --lst-dir) lst_dir="$2"; shift 2 ;;
     --report-dir) report_dir="$2"; shift 2 ;;
     --gpus) gpus="$2"; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     --*) echo "table1.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) break ;;
   esac
@@ -64,6 +67,7 @@ declare -A row_title=(
   [cas]="Class-aware sampling"
   [rfs]="Repeat-factor sampling"
   [lst]="LST w/o MWG"
+  [lst_mwg]="LST w MWG"
 )
 declare -A row_suffix=([plain]="" [modified_backbone]="_modified_backbone" [cas]="_cas" [rfs]="_rfs")
 
@@ -77,11 +81,22 @@ for row in "${selected[@]}"; do
     echo "table1.sh: unknown row '$row'; rows: ${!row_title[*]}" >&2
     exit 2
   fi
-  if [ "$row" = lst ]; then
-    bash lst_scripts/run_phases.sh --config-dir "configs/$benchmark/lst" --output-dir "$lst_dir" \
-      --gpus "$gpus" "${overrides[@]}"
-    last_phase=$(python -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["groups"]) - 1)' "$lst_dir/phases.json")
-    report_rows+=(--row "${row_title[$row]}=$(ls "$lst_dir/phase_$last_phase"/inference/*/metrics.json)")
+  if [ "$row" = lst ] || [ "$row" = lst_mwg ]; then
+    experiment="$lst_dir"
+    mwg_opts=()
+    if [ "$row" = lst_mwg ]; then
+      experiment="${lst_dir}_mwg"
+      mwg_opts=(MODEL.FEW_SHOT.ENABLED True)
+      if [ ! -d "$experiment/phase_0" ] && compgen -G "$lst_dir/phase_0/inference/*/metrics.json" >/dev/null; then
+        mkdir -p "$experiment"
+        cp "$lst_dir/phases.json" "$experiment/"
+        cp -r "$lst_dir/phase_0" "$experiment/"
+      fi
+    fi
+    bash lst_scripts/run_phases.sh --config-dir "configs/$benchmark/lst" --output-dir "$experiment" \
+      --gpus "$gpus" "${overrides[@]}" "${mwg_opts[@]}"
+    last_phase=$(python -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["groups"]) - 1)' "$experiment/phases.json")
+    report_rows+=(--row "${row_title[$row]}=$(ls "$experiment/phase_$last_phase"/inference/*/metrics.json)")
     continue
   fi
   run_dir="$output_dir/$row"

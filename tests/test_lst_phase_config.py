@@ -47,6 +47,16 @@ def test_incremental_phase_chains_to_the_previous_phase(experiment):
     assert config.SOLVER.MAX_ITER == 11  # overrides apply
 
 
+def test_meta_weight_generator_starts_in_phase_one_and_carries_over(experiment):
+    opts = ["MODEL.FEW_SHOT.ENABLED", True]
+    assert not phase_config(SYNTHETIC_LST, str(experiment), 0, opts).MODEL.FEW_SHOT.ENABLED
+    first = phase_config(SYNTHETIC_LST, str(experiment), 1, opts)
+    assert first.MODEL.FEW_SHOT.ENABLED and first.MODEL.FEW_SHOT.GENERATOR_WEIGHT == ""
+    second = phase_config(SYNTHETIC_LST, str(experiment), 2, opts)
+    assert second.MODEL.FEW_SHOT.GENERATOR_WEIGHT == str(experiment / "phase_1" / "weight_generator.pth")
+    assert phase_config(SYNTHETIC_LST, str(experiment), 2).MODEL.FEW_SHOT.GENERATOR_WEIGHT == ""
+
+
 def test_overrides_cannot_replace_derived_keys(experiment):
     config = phase_config(SYNTHETIC_LST, str(experiment), 1, opts=["MODEL.ROI_BOX_HEAD.NUM_CLASSES", 3])
     assert config.MODEL.ROI_BOX_HEAD.NUM_CLASSES == 45

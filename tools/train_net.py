@@ -1,5 +1,8 @@
 """Train a detector: ``python tools/train_net.py --config-file CONFIG [KEY VALUE ...]``.
 
+With MODEL.FEW_SHOT.ENABLED (LST's incremental phases) training is episodic: see
+maskrcnn_benchmark/engine/episodic_trainer.py.
+
 Multi-process (one process per GPU, or several on a CPU): ``torchrun --nproc_per_node N
 tools/train_net.py ...`` (or ``python -m torch.distributed.run``). Training resumes from
 ``OUTPUT_DIR/last_checkpoint`` when it exists, and the final model is evaluated on
@@ -16,6 +19,11 @@ import torch
 from maskrcnn_benchmark.config import cfg
 from maskrcnn_benchmark.data import make_data_loader
 from maskrcnn_benchmark.engine.cli import add_common_arguments, init_distributed, load_config, log_run_info
+from maskrcnn_benchmark.engine.episodic_trainer import (
+    GENERATOR_CHECKPOINT_KEY,
+    build_episodic_weight_generator,
+    do_episodic_train,
+)
 from maskrcnn_benchmark.engine.inference import run_test
 from maskrcnn_benchmark.engine.mixed_precision import make_grad_scaler
 from maskrcnn_benchmark.engine.trainer import do_train
@@ -37,6 +45,10 @@ def train(cfg, local_rank, distributed):
         model.set_distillation_teacher(build_distillation_teacher(cfg))
 
     optimizer = make_optimizer(cfg, model)
+    weight_generator = None
+    if cfg.MODEL.FEW_SHOT.ENABLED:
+        # LST's meta weight generator: outside the model (and DDP), its parameters in the optimizer.
+        weight_generator = build_episodic_weight_generator(cfg, model, optimizer)
     scheduler = make_lr_scheduler(cfg, optimizer)
     scaler = make_grad_scaler(cfg.DTYPE, device)
 
@@ -51,6 +63,8 @@ def train(cfg, local_rank, distributed):
 
     arguments = {"iteration": 0}
     extra_checkpointables = {"scaler": scaler} if scaler is not None else {}
+    if weight_generator is not None:
+        extra_checkpointables[GENERATOR_CHECKPOINT_KEY] = weight_generator
     checkpointer = DetectronCheckpointer(
         cfg, model, optimizer, scheduler, cfg.OUTPUT_DIR, get_rank() == 0, **extra_checkpointables
     )
@@ -66,20 +80,12 @@ def train(cfg, local_rank, distributed):
     if test_period > 0:
         data_loader_val = make_data_loader(cfg, is_train=False, is_distributed=distributed, is_for_period=True)
 
-    do_train(
-        cfg,
-        model,
-        data_loader,
-        data_loader_val,
-        optimizer,
-        scheduler,
-        checkpointer,
-        device,
-        cfg.SOLVER.CHECKPOINT_PERIOD,
-        test_period,
-        arguments,
-        scaler=scaler,
-    )
+    loop_arguments = (data_loader, data_loader_val, optimizer, scheduler, checkpointer, device,
+                      cfg.SOLVER.CHECKPOINT_PERIOD, test_period, arguments)
+    if weight_generator is not None:
+        do_episodic_train(cfg, model, weight_generator, *loop_arguments, scaler=scaler)
+    else:
+        do_train(cfg, model, *loop_arguments, scaler=scaler)
     return model
 
 

@@ -321,8 +321,13 @@ _C.MODEL.LST.DISTILL.TEACHER_WEIGHT = ""
 
 # ---------------------------------------------------------------------------
 # LST: meta weight generator (paper §3.4, Eq. 3; Gidaris & Komodakis attention generator).
-# Off by default; when on, the new classes' classifier rows are generated from support RoIs
-# during episodic training in phases t >= 1.
+# Off by default. When on (phases t >= 1 only, with FPNCosinePredictor), training is episodic
+# (maskrcnn_benchmark/engine/episodic_trainer.py): each iteration generates classifier rows for
+# CLASSES_PER_EPISODE new classes from one support image each, scores the next training batch with
+# those rows in place of the classes' own, and updates generator and network together. At the end
+# of the phase each new class's row is the mean of the weights generated from all its support images;
+# OUTPUT_DIR/model_final.pth is then an ordinary model and OUTPUT_DIR/weight_generator.pth holds the
+# generator for the next phase.
 # ---------------------------------------------------------------------------
 _C.MODEL.FEW_SHOT = CN()
 _C.MODEL.FEW_SHOT.ENABLED = False
@@ -331,10 +336,20 @@ _C.MODEL.FEW_SHOT.GENERATOR_TYPE = "AttentionBasedGenerator"  # name in the weig
 # (the authors' released compiled module).
 _C.MODEL.FEW_SHOT.AFFINE = "elementwise"
 _C.MODEL.FEW_SHOT.SCALE_ATT = 10.0  # initial value of the learnable attention temperature
-_C.MODEL.FEW_SHOT.SUPPORT_PER_EPISODE = 10  # support iterations per episode (authors' iter_size)
-_C.MODEL.FEW_SHOT.QUERY_PER_EPISODE = 10  # query iterations per episode (authors' iter_size_qry)
-# Positive proposals (IoU >= 0.5 with a GT box of the support class) pooled per support image.
+# Initial generator weights: the previous phase's OUTPUT_DIR/weight_generator.pth (the generator
+# carries over from phase to phase), or "" for a fresh generator.
+_C.MODEL.FEW_SHOT.GENERATOR_WEIGHT = ""
+# New classes per episode and process, one support image each (replaces the authors' iter_size,
+# SUPPORT_PER_EPISODE / QUERY_PER_EPISODE): the episode's peak memory grows with it. Capped at the
+# number of new classes of the phase.
+_C.MODEL.FEW_SHOT.CLASSES_PER_EPISODE = 8
+# Support RoIs per (image, class): the class's GT boxes, then (with SUPPORT_PROPOSALS) RPN
+# proposals with IoU >= 0.5 to one of them, best IoU first, up to this many (authors: 30 positives).
 _C.MODEL.FEW_SHOT.MAX_SUPPORT_ROIS_PER_IMAGE = 30
+_C.MODEL.FEW_SHOT.SUPPORT_PROPOSALS = True  # False: the GT boxes only
+# Support images per new class for its final weight at the end of the phase (a seeded choice of
+# the class's training images); 0 = all of them (paper: "all the instances of class c in D_t").
+_C.MODEL.FEW_SHOT.FINAL_SUPPORT_PER_CLASS = 0
 
 # ---------------------------------------------------------------------------
 # Solver

@@ -15,13 +15,17 @@ previous phase's files, so no phase needs a hand edit:
 * MODEL.ROI_BOX_HEAD.NUM_CLASSES = 1 + |C_0 ∪ ... ∪ C_t|, MODEL.LST.NUM_OLD_CLASSES = |C_0 ∪ ... ∪ C_t-1|;
 * for t >= 1: MODEL.WEIGHT = OUT/phase_<t>/model_init.pth (theta_{t-1} expanded by
   tools/lst_expand.py), MODEL.LST.REPLAY_PLAN_FILE = OUT/phase_<t>/replay_plan.json and
-  MODEL.LST.DISTILL.TEACHER_WEIGHT = OUT/phase_<t-1>/model_final.pth.
+  MODEL.LST.DISTILL.TEACHER_WEIGHT = OUT/phase_<t-1>/model_final.pth;
+* the meta weight generator (MODEL.FEW_SHOT.ENABLED) trains in phases t >= 1 only, so it is
+  switched off in phase 0, and from phase 2 on it starts from the previous phase's generator:
+  MODEL.FEW_SHOT.GENERATOR_WEIGHT = OUT/phase_<t-1>/weight_generator.pth.
 """
 import os
 
 from maskrcnn_benchmark.config import cfg as default_cfg
 from maskrcnn_benchmark.config.config_file import merge_config_file
 from maskrcnn_benchmark.data.lst_phases import load_phases, num_classes, old_category_ids, phase_dir
+from maskrcnn_benchmark.engine.episodic_trainer import GENERATOR_FILE_NAME
 from maskrcnn_benchmark.utils.imports import import_file
 
 PHASE0_CONFIG = "phase0.yaml"
@@ -80,13 +84,18 @@ def phase_config(config_dir, experiment_dir, phase, opts=()):
         "MODEL.ROI_BOX_HEAD.NUM_CLASSES", num_classes(phases, phase),
         "MODEL.LST.NUM_OLD_CLASSES", len(old_category_ids(phases, phase)),
     ]
-    if phase > 0:
+    if phase == 0:
+        derived += ["MODEL.FEW_SHOT.ENABLED", False]
+    else:
         previous = os.path.abspath(phase_dir(experiment_dir, phase - 1))
         derived += [
             "MODEL.WEIGHT", os.path.join(out, "model_init.pth"),
             "MODEL.LST.REPLAY_PLAN_FILE", os.path.join(out, "replay_plan.json"),
             "MODEL.LST.DISTILL.TEACHER_WEIGHT", os.path.join(previous, "model_final.pth"),
         ]
+        if phase > 1 and config.MODEL.FEW_SHOT.ENABLED:
+            derived += ["MODEL.FEW_SHOT.GENERATOR_WEIGHT",
+                        os.path.join(previous, GENERATOR_FILE_NAME)]
     config.merge_from_list(derived)
     config.freeze()
     return config

@@ -5,6 +5,7 @@ from .distributed import DistributedSampler
 from .grouped_batch_sampler import GroupedBatchSampler
 from .iteration_based_batch_sampler import IterationBasedBatchSampler
 from .repeat_factor_sampler import RepeatFactorSampler
+from .support_sampler import SupportSampler
 
 __all__ = [
     "BalancedReplaySampler",
@@ -13,4 +14,5 @@ __all__ = [
     "GroupedBatchSampler",
     "IterationBasedBatchSampler",
     "RepeatFactorSampler",
+    "SupportSampler",
 ]

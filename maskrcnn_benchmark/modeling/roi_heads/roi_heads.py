@@ -13,7 +13,9 @@ class CombinedROIHeads(torch.nn.ModuleDict):
     the box head's feature extractor, and in training reuses the box head's RoI features.
     With MODEL.ROI_MASK_HEAD.USE_BBOX2MASK (LST) the entry "bbox2mask" holds the transfer
     function T, and the mask head's class filters are T(box.predictor.cls_score.weight), not
-    detached, so the mask loss also trains the box classifier.
+    detached, so the mask loss also trains the box classifier. Inside a predictor's
+    ``replaced_class_weights`` context (LST's episodic training) T gets the same replaced rows
+    the box classifier scores with.
     """
 
     def __init__(self, cfg, heads):
@@ -32,6 +34,14 @@ class CombinedROIHeads(torch.nn.ModuleDict):
                     "FPNCosinePredictor)".format(box_dim)
                 )
             self.bbox2mask = build_bbox2mask(cfg)
+
+    def box_class_weights(self):
+        """(NUM_CLASSES, D) box classifier rows in use: the predictor's ``class_weights()``
+        (FPNCosinePredictor, possibly with replaced rows), else its cls_score.weight."""
+        predictor = self.box.predictor
+        if hasattr(predictor, "class_weights"):
+            return predictor.class_weights()
+        return predictor.cls_score.weight
 
     def forward(self, features, proposals, targets=None):
         """
@@ -57,7 +67,7 @@ class CombinedROIHeads(torch.nn.ModuleDict):
                 mask_features = x
             class_weights = None
             if self.cfg.MODEL.ROI_MASK_HEAD.USE_BBOX2MASK:
-                class_weights = self.bbox2mask(self.box.predictor.cls_score.weight)
+                class_weights = self.bbox2mask(self.box_class_weights())
             x, detections, loss_mask = self.mask(
                 mask_features, detections, targets, class_weights=class_weights
             )

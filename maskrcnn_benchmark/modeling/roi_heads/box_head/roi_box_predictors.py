@@ -4,6 +4,8 @@ All return ``(class_logits (R, NUM_CLASSES), box_regression (R, 4 * K))`` with K
 or K = 2 (background, foreground) when MODEL.CLS_AGNOSTIC_BBOX_REG. Initialisation: cls_score
 N(0, 0.01), bbox_pred N(0, 0.001), zero biases.
 """
+import contextlib
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -73,6 +75,12 @@ class FPNCosinePredictor(nn.Module):
     MODEL.ROI_BOX_HEAD.COSINE_SCALE and is a parameter when COSINE_SCALE_LEARNABLE, a buffer
     otherwise; either way it is saved under the key "scale_cls".
     Input: (R, C) or (R, C, 1, 1) features, e.g. from FPN2MLPCosineFeatureExtractor.
+
+    LST's episodic training (meta weight generator, paper §3.4) scores with some classifier rows
+    replaced by generated ones: inside ``with predictor.replaced_class_weights(labels, rows):``
+    :meth:`class_weights` (used by ``forward`` and by the Mask^X transfer in CombinedROIHeads)
+    returns cls_score.weight with those rows replaced, differentiably in both. Outside the
+    context it is cls_score.weight itself.
     """
 
     def __init__(self, cfg, in_channels):
@@ -90,12 +98,52 @@ class FPNCosinePredictor(nn.Module):
             self.scale_cls = nn.Parameter(scale)
         else:
             self.register_buffer("scale_cls", scale)
+        self._replacement = None  # (labels (K,) int64, rows (K, C)) inside replaced_class_weights
+
+    @contextlib.contextmanager
+    def replaced_class_weights(self, labels, rows):
+        """Context in which classifier rows ``labels`` are ``rows`` (see :meth:`class_weights`).
+
+        Arguments:
+            labels (Tensor[K], int64): distinct class labels in 0..NUM_CLASSES-1.
+            rows (Tensor[K, C]): their replacement rows (e.g. generated, with gradient).
+        """
+        num_classes, in_channels = self.cls_score.weight.shape
+        labels = torch.as_tensor(labels, dtype=torch.int64, device=self.cls_score.weight.device)
+        if labels.dim() != 1 or tuple(rows.shape) != (labels.numel(), in_channels):
+            raise ValueError(
+                "replaced_class_weights expects labels (K,) and rows (K, {}), got {} and {}".format(
+                    in_channels, tuple(labels.shape), tuple(rows.shape)
+                )
+            )
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+            raise ValueError(
+                "replaced_class_weights: labels {} outside 0..{}".format(labels.tolist(), num_classes - 1)
+            )
+        if labels.unique().numel() != labels.numel():
+            raise ValueError("replaced_class_weights: labels {} repeat a class".format(labels.tolist()))
+        previous = self._replacement
+        self._replacement = (labels, rows)
+        try:
+            yield self
+        finally:
+            self._replacement = previous
+
+    def class_weights(self):
+        """(NUM_CLASSES, C) classifier rows in use: cls_score.weight, with the rows of the
+        innermost :meth:`replaced_class_weights` context replaced (no gradient reaches the
+        replaced rows of cls_score.weight)."""
+        weight = self.cls_score.weight
+        if self._replacement is None:
+            return weight
+        labels, rows = self._replacement
+        return weight.index_put((labels,), rows.to(weight.dtype))
 
     def forward(self, x):
         x = _flatten_vector_features(x, "FPNCosinePredictor")
         box_regression = self.bbox_pred(F.relu(x))
         x_normalized = F.normalize(x, p=2, dim=1, eps=1e-12)
-        weight_normalized = F.normalize(self.cls_score.weight, p=2, dim=1, eps=1e-12)
+        weight_normalized = F.normalize(self.class_weights(), p=2, dim=1, eps=1e-12)
         class_logits = self.scale_cls * F.linear(x_normalized, weight_normalized)
         return class_logits, box_regression
 
