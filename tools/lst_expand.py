@@ -10,12 +10,12 @@ random states are dropped, so training the new phase starts at iteration 0. It i
 """
 import argparse
 import logging
-from collections.abc import Mapping
 
 import torch
 
 from maskrcnn_benchmark.modeling.roi_heads.box_head.expansion import expand_box_predictor
 from maskrcnn_benchmark.utils.miscellaneous import atomic_torch_save
+from maskrcnn_benchmark.utils.model_serialization import load_checkpoint_model
 
 logger = logging.getLogger("lst_expand")
 
@@ -38,11 +38,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    checkpoint = torch.load(args.input, map_location=torch.device("cpu"), weights_only=True)
-    if not isinstance(checkpoint, Mapping):
-        raise SystemExit("{} holds a {}, not a checkpoint dict".format(args.input, type(checkpoint).__name__))
-    state_dict = checkpoint["model"] if "model" in checkpoint else checkpoint
-    dropped = sorted(key for key in checkpoint if key != "model") if "model" in checkpoint else []
+    state_dict, dropped = load_checkpoint_model(args.input)
 
     generator = torch.Generator().manual_seed(args.seed)
     try:

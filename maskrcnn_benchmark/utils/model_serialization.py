@@ -7,6 +7,9 @@ the value of the loaded key that is its longest suffix, so both land in the righ
 """
 import logging
 from collections import OrderedDict
+from collections.abc import Mapping
+
+import torch
 
 logger = logging.getLogger(__name__)
 
@@ -122,3 +125,28 @@ def load_state_dict(model, loaded_state_dict):
     loaded_state_dict = strip_prefix_if_present(loaded_state_dict, prefix="module.")
     align_and_update_state_dicts(model_state_dict, loaded_state_dict)
     model.load_state_dict(model_state_dict)
+
+
+# Upstream names of the class-specific predictor layers (box classifier and regressor, mask logits).
+# (The RPN head has a "bbox_pred" too: it is class-agnostic and kept.)
+CLASS_SPECIFIC_KEYS = tuple("predictor." + name for name in (
+    "cls_score.weight", "cls_score.bias", "bbox_pred.weight", "bbox_pred.bias",
+    "mask_fcn_logits.weight", "mask_fcn_logits.bias"))
+
+
+def load_checkpoint_model(path):
+    """(model state dict, names of the other checkpoint entries) of a .pth file: a checkpoint dict
+    with "model" (ours, upstream's) or a bare state dict. SystemExit naming the file otherwise."""
+    checkpoint = torch.load(path, map_location=torch.device("cpu"), weights_only=True)
+    if not isinstance(checkpoint, Mapping):
+        raise SystemExit("{} holds a {}, not a checkpoint dict".format(path, type(checkpoint).__name__))
+    if "model" not in checkpoint:
+        return checkpoint, []
+    return checkpoint["model"], sorted(key for key in checkpoint if key != "model")
+
+
+def remove_class_specific_layers(state_dict):
+    """``state_dict`` without the class-specific predictor layers (CLASS_SPECIFIC_KEYS), so that a
+    model trained on other classes (e.g. COCO) initialises one with a different class set."""
+    return OrderedDict((key, value) for key, value in state_dict.items()
+                       if not key.endswith(CLASS_SPECIFIC_KEYS))
