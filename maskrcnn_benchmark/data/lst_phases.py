@@ -28,20 +28,24 @@ REPLAY_PLAN_FILE_NAME = "replay_plan.json"
 QUOTA_RULES = ("ceil", "round")
 
 
+def _read_json(path, missing, fix):
+    """The parsed JSON file at ``path``; ValueError "<missing>; <fix>" when there is no such file,
+    and one naming the file and the fix when it is not JSON."""
+    if not path or not os.path.isfile(path):
+        raise ValueError("{}; {}".format(missing, fix))
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError("{} is not valid JSON ({}); {}".format(path, error, fix)) from error
+
+
 # ----------------------------------------------------------------------------- statistics
 def load_train_annotations(path):
     """The parsed LVIS-format training json at ``path``, checked to have categories and
     annotations; ValueError naming the file otherwise."""
-    if not os.path.isfile(path):
-        raise ValueError(
-            "Training annotation file {} not found; pass the LVIS-format training json "
-            "(e.g. datasets/lvis/lvis_v0.5_train.json).".format(path)
-        )
-    with open(path) as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError("{} is not valid JSON: {}".format(path, error)) from error
+    data = _read_json(path, "Training annotation file {} not found".format(path),
+                      "pass the LVIS-format training json (e.g. datasets/lvis/lvis_v0.5_train.json).")
     for key in ("categories", "annotations"):
         if not isinstance(data, dict) or not isinstance(data.get(key), list):
             raise ValueError(
@@ -132,20 +136,8 @@ def check_phases(phases, source):
 
 def load_phases(path):
     """The phases dict of a phases.json, validated; ValueError naming the file and the fix."""
-    if not path or not os.path.isfile(path):
-        raise ValueError(
-            "Phases file {!r} not found; write it with tools/lst_prepare.py and set "
-            "MODEL.LST.PHASES_FILE to it.".format(path)
-        )
-    with open(path) as f:
-        try:
-            phases = json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(
-                "{} is not valid JSON ({}); regenerate it with tools/lst_prepare.py.".format(
-                    path, error
-                )
-            ) from error
+    phases = _read_json(path, "Phases file {!r} not found".format(path),
+                        "write it with tools/lst_prepare.py and set MODEL.LST.PHASES_FILE to it.")
     check_phases(phases, path)
     return phases
 
@@ -238,17 +230,9 @@ def make_replay_plan(phases, phase, instance_counts, image_counts, quota_rule="c
 
 def load_replay_plan(path):
     """The replay_plan dict of a replay_plan.json, checked; ValueError naming the file."""
-    if not path or not os.path.isfile(path):
-        raise ValueError(
-            "Replay plan {!r} not found; write it with tools/lst_prepare.py and set "
-            "MODEL.LST.REPLAY_PLAN_FILE to OUTPUT_DIR/phase_<t>/replay_plan.json.".format(path)
-        )
-    with open(path) as f:
-        try:
-            plan = json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError("{} is not valid JSON ({}); regenerate it with "
-                             "tools/lst_prepare.py.".format(path, error)) from error
+    plan = _read_json(path, "Replay plan {!r} not found".format(path),
+                      "write it with tools/lst_prepare.py and set MODEL.LST.REPLAY_PLAN_FILE to "
+                      "OUTPUT_DIR/phase_<t>/replay_plan.json.")
     old_classes = plan.get("old_classes") if isinstance(plan, dict) else None
     if not isinstance(old_classes, dict) or not all(
         isinstance(v, dict) and isinstance(v.get("quota"), int) and v["quota"] >= 0

@@ -22,10 +22,8 @@ OUTPUT_DIR/weight_generator.pth (for MODEL.FEW_SHOT.GENERATOR_WEIGHT of the next
 OUTPUT_DIR/model_final.pth is an ordinary detector checkpoint without it.
 """
 import contextlib
-import datetime
 import logging
 import os
-import time
 
 import torch
 import torch.distributed as dist
@@ -43,22 +41,10 @@ from maskrcnn_benchmark.structures.boxlist_ops import boxlist_iou
 from maskrcnn_benchmark.utils.checkpoint import Checkpointer
 from maskrcnn_benchmark.utils.comm import get_rank, get_world_size, is_main_process, synchronize
 from maskrcnn_benchmark.utils.imports import import_file
-from maskrcnn_benchmark.utils.metric_logger import MetricLogger
 from maskrcnn_benchmark.utils.miscellaneous import atomic_torch_save
 
 from .mixed_precision import autocast
-from .trainer import (
-    LOG_PERIOD,
-    _any_process,
-    _check_losses_finite,
-    _log_line,
-    _max_memory_mb,
-    _restore_rng_states,
-    _save_checkpoint,
-    _tensorboard_writer,
-    _validate,
-    reduce_loss_dict,
-)
+from .trainer import _save_checkpoint, do_train, optimizer_step
 
 GENERATOR_CHECKPOINT_KEY = "weight_generator"  # the generator's entry in intermediate checkpoints
 GENERATOR_FILE_NAME = "weight_generator.pth"  # OUTPUT_DIR/<this>: the generator at the end of a phase
@@ -374,19 +360,8 @@ def _episode_step(cfg, model, weight_generator, support, images, targets, optimi
         replacement = predictor.replaced_class_weights(labels, weights) if kept else contextlib.nullcontext()
         with replacement:
             loss_dict = model(images, targets)
-    loss_dict = {name: loss.float() for name, loss in loss_dict.items()}
-    _check_losses_finite(loss_dict, iteration, device, cfg.OUTPUT_DIR)
-    losses = sum(loss_dict.values())
-    optimizer.zero_grad()
-    if scaler is not None:
-        scaler.scale(losses).backward()
-        _average_generator_gradients(weight_generator)
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        losses.backward()
-        _average_generator_gradients(weight_generator)
-        optimizer.step()
+    loss_dict = optimizer_step(loss_dict, optimizer, scaler, cfg, device, iteration,
+                               before_update=lambda: _average_generator_gradients(weight_generator))
     return loss_dict, labels, weights.detach()
 
 
@@ -419,79 +394,26 @@ def do_episodic_train(
         logger.info("The phase is finished: model_final holds the generated novel rows already")
         return
     logger.info("Start episodic training of the meta weight generator")
-    meters = MetricLogger(delimiter="  ")
-    max_iter = len(data_loader)
-    start_iter = arguments["iteration"]
-    rng_states = arguments.pop("rng_states", None)
-    writer = _tensorboard_writer(cfg, start_iter)
     support_sampler = make_support_sampler(cfg, data_loader.dataset)
     position_of = {label: position for position, label in enumerate(support_sampler.labels)}
     episode_accumulator = NovelWeightAccumulator(len(support_sampler.labels), weight_generator.feat_dim)
-    model.train()
+
+    def episode(iteration, images, targets):
+        pairs = support_sampler.episode(iteration - 1)
+        support_images, support_targets = load_support_batch(
+            data_loader.dataset, pairs, cfg.DATALOADER.SIZE_DIVISIBILITY, device)
+        support = (support_images, support_targets, [label for label, _ in pairs])
+        loss_dict, labels, weights = _episode_step(
+            cfg, model, weight_generator, support, images, targets, optimizer, scaler, device, iteration)
+        if labels:
+            positions = torch.tensor([position_of[label] for label in labels], dtype=torch.int64)
+            episode_accumulator.add(positions, weights.float().cpu())
+        return loss_dict
+
     weight_generator.train()
-    # Creating the iterator draws from torch's generator, so the saved states are restored after it.
-    batches = iter(data_loader)
-    _restore_rng_states(rng_states, logger)
-    start_training_time = time.time()
-    end = time.time()
-    try:
-        for iteration, (images, targets, indices) in enumerate(batches, start_iter):
-            data_time = time.time() - end
-            iteration = iteration + 1
-            arguments["iteration"] = iteration
-
-            if _any_process(any(len(target) < 1 for target in targets), device):
-                logger.error(
-                    "Iteration %d skipped: an image of the batch has no annotation (dataset indices %s, "
-                    "boxes per image %s on this process)",
-                    iteration, list(indices), [len(target) for target in targets],
-                )
-            else:
-                pairs = support_sampler.episode(iteration - 1)
-                support_images, support_targets = load_support_batch(
-                    data_loader.dataset, pairs, cfg.DATALOADER.SIZE_DIVISIBILITY, device)
-                support = (support_images, support_targets, [label for label, _ in pairs])
-                images = images.to(device)
-                targets = [target.to(device) for target in targets]
-                loss_dict, labels, weights = _episode_step(
-                    cfg, model, weight_generator, support, images, targets, optimizer, scaler, device, iteration)
-                scheduler.step()
-                if labels:
-                    positions = torch.tensor([position_of[label] for label in labels], dtype=torch.int64)
-                    episode_accumulator.add(positions, weights.float().cpu())
-
-                loss_dict_reduced = reduce_loss_dict({k: v.detach() for k, v in loss_dict.items()})
-                losses_reduced = sum(loss_dict_reduced.values())
-                meters.update(loss=losses_reduced, **loss_dict_reduced)
-                meters.update(time=time.time() - end, data=data_time)
-                if writer is not None:
-                    writer.add_scalar("train/loss", losses_reduced.item(), iteration)
-                    for name, value in loss_dict_reduced.items():
-                        writer.add_scalar(f"train/{name}", value.item(), iteration)
-                    writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], iteration)
-            end = time.time()
-
-            eta_string = "?"
-            if "time" in meters.meters:
-                eta_seconds = meters.time.global_avg * (max_iter - iteration)
-                eta_string = str(datetime.timedelta(seconds=int(eta_seconds)))
-            lr = optimizer.param_groups[0]["lr"]
-            if iteration % LOG_PERIOD == 0 or iteration == max_iter:
-                logger.info(_log_line(meters, ["episodic "], eta_string, iteration, lr, _max_memory_mb(device)))
-            if iteration % checkpoint_period == 0:
-                _save_checkpoint(checkpointer, f"model_{iteration:07d}", arguments)
-            if data_loader_val is not None and test_period > 0 and iteration % test_period == 0:
-                _validate(cfg, model, data_loader_val, device, logger, writer, eta_string, iteration, lr)
-    finally:
-        if writer is not None:
-            writer.close()
-
-    total_training_time = time.time() - start_training_time
-    logger.info(
-        "Total episodic training time: %s (%.4f s / it)",
-        str(datetime.timedelta(seconds=int(total_training_time))),
-        total_training_time / max(1, max_iter - start_iter),
-    )
+    do_train(cfg, model, data_loader, data_loader_val, optimizer, scheduler, checkpointer, device,
+             checkpoint_period, test_period, arguments, scaler=scaler, step=episode,
+             log_prefix=["episodic"], save_final=False)
     labels, final_weights = final_novel_weights(cfg, detector, weight_generator, device)
     set_class_weights(detector, labels, final_weights)
     _log_agreement(logger, episode_accumulator, labels, final_weights)

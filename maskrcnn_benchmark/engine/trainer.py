@@ -104,22 +104,36 @@ def _check_losses_finite(loss_dict, iteration, device, output_dir):
         )
 
 
-def _train_step(model, images, targets, optimizer, scaler, cfg, device, iteration):
-    """One forward/backward/optimizer step; returns the (float32) loss dict."""
-    with autocast(cfg.DTYPE, device):
-        loss_dict = model(images, targets)
+def optimizer_step(loss_dict, optimizer, scaler, cfg, device, iteration, before_update=None):
+    """Backward of the summed losses and one optimizer step (through ``scaler`` when given).
+
+    The losses are cast to float32 and checked finite first; ``before_update()``, if given, runs
+    between the backward and the update (e.g. to synchronise gradients outside DDP). Returns the
+    float32 loss dict.
+    """
     loss_dict = {name: loss.float() for name, loss in loss_dict.items()}
     _check_losses_finite(loss_dict, iteration, device, cfg.OUTPUT_DIR)
     losses = sum(loss_dict.values())
     optimizer.zero_grad()
     if scaler is not None:
         scaler.scale(losses).backward()
+    else:
+        losses.backward()
+    if before_update is not None:
+        before_update()
+    if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
     else:
-        losses.backward()
         optimizer.step()
     return loss_dict
+
+
+def _train_step(model, images, targets, optimizer, scaler, cfg, device, iteration):
+    """One forward/backward/optimizer step; returns the (float32) loss dict."""
+    with autocast(cfg.DTYPE, device):
+        loss_dict = model(images, targets)
+    return optimizer_step(loss_dict, optimizer, scaler, cfg, device, iteration)
 
 
 def _save_checkpoint(checkpointer, name, arguments):
@@ -209,6 +223,9 @@ def do_train(
     test_period,
     arguments,
     scaler=None,
+    step=None,
+    log_prefix=(),
+    save_final=True,
 ):
     """Train from ``arguments["iteration"]`` to ``len(data_loader)`` (= SOLVER.MAX_ITER).
 
@@ -228,12 +245,21 @@ def do_train(
             restored and removed.
         scaler (torch.amp.GradScaler, optional): loss scaler for DTYPE "float16"; register it
             with the checkpointer (as "scaler") so that resuming restores it.
+        step (callable, optional): ``step(iteration, images, targets) -> loss dict`` runs one
+            training step on the batch (on ``device``); default: forward, backward and update.
+            The episodic MWG training passes its episode here.
+        log_prefix (sequence of str): words that start every log line.
+        save_final (bool): save "model_final" after the last iteration (the episodic training
+            saves it itself, after writing the generated rows).
 
     Raises FloatingPointError when a loss becomes infinite or NaN (no step is taken and no
     checkpoint is written for that iteration).
     """
     logger = logging.getLogger("maskrcnn_benchmark.trainer")
     logger.info("Start training")
+    if step is None:
+        def step(iteration, images, targets):
+            return _train_step(model, images, targets, optimizer, scaler, cfg, device, iteration)
     meters = MetricLogger(delimiter="  ")
     max_iter = len(data_loader)
     start_iter = arguments["iteration"]
@@ -260,7 +286,7 @@ def do_train(
             else:
                 images = images.to(device)
                 targets = [target.to(device) for target in targets]
-                loss_dict = _train_step(model, images, targets, optimizer, scaler, cfg, device, iteration)
+                loss_dict = step(iteration, images, targets)
                 scheduler.step()
 
                 loss_dict_reduced = reduce_loss_dict({k: v.detach() for k, v in loss_dict.items()})
@@ -281,12 +307,12 @@ def do_train(
                 eta_string = str(datetime.timedelta(seconds=int(eta_seconds)))
             lr = optimizer.param_groups[0]["lr"]
             if iteration % LOG_PERIOD == 0 or iteration == max_iter:
-                logger.info(_log_line(meters, [], eta_string, iteration, lr, _max_memory_mb(device)))
+                logger.info(_log_line(meters, list(log_prefix), eta_string, iteration, lr, _max_memory_mb(device)))
             if iteration % checkpoint_period == 0:
                 _save_checkpoint(checkpointer, f"model_{iteration:07d}", arguments)
             if data_loader_val is not None and test_period > 0 and iteration % test_period == 0:
                 _validate(cfg, model, data_loader_val, device, logger, writer, eta_string, iteration, lr)
-            if iteration == max_iter:
+            if iteration == max_iter and save_final:
                 _save_checkpoint(checkpointer, "model_final", arguments)
     finally:
         if writer is not None:
