@@ -200,6 +200,22 @@ def test_maskx_predictor_is_a_1x1_conv_with_transferred_weights(mlp_mask):
     torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("mlp_mask", [True, False])
+def test_maskx_predictor_given_labels_computes_only_each_rois_class_channel(mlp_mask):
+    torch.manual_seed(0)
+    cfg = small_head_cfg(mlp_mask=mlp_mask)
+    predictor = MaskXRCNNC4Predictor(cfg, 8)
+    class_weights = build_bbox2mask(cfg)(torch.randn(5, 16))
+    x = torch.randn(4, 8, 14, 14)
+    labels = torch.tensor([3, 1, 3, 4])
+
+    own = predictor(x, class_weights, labels)
+    every_class = predictor(x, class_weights)
+    assert own.shape == (4, 1, 28, 28)
+    torch.testing.assert_close(own[:, 0], every_class[torch.arange(4), labels], rtol=1e-5, atol=1e-5)
+    assert predictor(x[:0], class_weights, labels[:0]).shape == (0, 1, 28, 28)
+
+
 def test_maskx_predictor_init():
     torch.manual_seed(0)
     predictor = MaskXRCNNC4Predictor(small_head_cfg(mask_dim=16), 16)

@@ -102,6 +102,10 @@ def test_mask_loss_is_bce_on_the_matched_class_channel_of_positive_proposals():
     expected = F.binary_cross_entropy_with_logits(mask_logits[[0, 2], [3, 5]], expected_targets)
     torch.testing.assert_close(loss, expected)
 
+    # logits holding only each proposal's own-class channel (MaskXRCNNC4Predictor given labels)
+    own_channel = mask_logits[[0, 1, 2], [3, 0, 5]][:, None]
+    torch.testing.assert_close(loss_evaluator([proposals], own_channel, [_targets()]), expected)
+
 
 def test_mask_loss_without_positives_is_zero_and_connected_to_the_graph():
     loss_evaluator = make_roi_mask_loss_evaluator(default_cfg)
@@ -210,6 +214,11 @@ def test_mask_post_processor_selects_the_label_channel_per_detection():
     for result, detection in zip(results, detections):
         assert torch.equal(result.get_field("scores"), detection.get_field("scores"))
         assert torch.equal(result.bbox, detection.bbox)
+
+    own_channel = logits[[0, 1, 2, 3], [1, 4, 2, 3]][:, None]
+    from_own = MaskPostProcessor()(own_channel, detections)
+    for result, expected in zip(from_own, results):
+        torch.testing.assert_close(result.get_field("mask"), expected.get_field("mask"))
 
 
 def test_postprocess_masks_pastes_into_the_image():

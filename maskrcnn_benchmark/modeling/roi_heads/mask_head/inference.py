@@ -22,16 +22,18 @@ class MaskPostProcessor(nn.Module):
     def forward(self, x, boxes):
         """
         Arguments:
-            x (Tensor): (D, NUM_CLASSES, M, M) mask logits of the detections of all images.
+            x (Tensor): (D, NUM_CLASSES, M, M) mask logits of the detections of all images, or
+                (D, 1, M, M) holding each detection's own-class channel only.
             boxes (list[BoxList]): the detections of each image, with the field "labels".
 
         Returns:
             list[BoxList]: per image, the detections with their fields plus "mask".
         """
         mask_prob = x.sigmoid()
-        labels = torch.cat([bbox.get_field("labels") for bbox in boxes])
-        index = torch.arange(x.shape[0], device=labels.device)
-        mask_prob = mask_prob[index, labels][:, None]
+        if x.shape[1] > 1:
+            labels = torch.cat([bbox.get_field("labels") for bbox in boxes])
+            index = torch.arange(x.shape[0], device=labels.device)
+            mask_prob = mask_prob[index, labels][:, None]
         mask_prob = mask_prob.split([len(box) for box in boxes], dim=0)
 
         if self.masker:

@@ -83,7 +83,8 @@ class MaskRCNNLossComputation(object):
         """
         Arguments:
             proposals (list[BoxList]): the positive proposals the logits were computed on.
-            mask_logits (Tensor): (R, NUM_CLASSES, M, M).
+            mask_logits (Tensor): (R, NUM_CLASSES, M, M), or (R, 1, M, M) holding each
+                proposal's own-class channel only (MaskXRCNNC4Predictor given the labels).
             targets (list[BoxList]): ground truth with the fields "labels" and "masks".
 
         Returns:
@@ -99,8 +100,9 @@ class MaskRCNNLossComputation(object):
         labels_pos = labels[positive_inds]
         if mask_targets.numel() == 0:
             return mask_logits.sum() * 0
+        channels = labels_pos if mask_logits.shape[1] > 1 else torch.zeros_like(labels_pos)
         return F.binary_cross_entropy_with_logits(
-            mask_logits[positive_inds, labels_pos], mask_targets
+            mask_logits[positive_inds, channels], mask_targets
         )
 
 

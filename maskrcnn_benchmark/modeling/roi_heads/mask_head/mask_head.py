@@ -81,7 +81,8 @@ class ROIMaskHead(torch.nn.Module):
                     "MODEL.ROI_MASK_HEAD.USE_BBOX2MASK needs the transferred class weights: call "
                     "the mask head with class_weights=bbox2mask(cls_score.weight)"
                 )
-            mask_logits = self.predictor(x, class_weights)
+            labels = torch.cat([p.get_field("labels") for p in proposals]) if proposals else None
+            mask_logits = self.predictor(x, class_weights, labels)
         else:
             mask_logits = self.predictor(x)
 
