@@ -12,13 +12,21 @@
         first unfinished phase; writes OUTPUT_DIR/report/table.md, table.json, ap_per_phase.png
         (old / new / all classes; --compare runs dashed) and ap_per_bin.png.
 
-Both print the markdown table. Values are mask AP in percent unless stated; "–" is undefined.
+    python tools/lst_report.py mwg --with-mwg OUT_MWG --without-mwg OUT [--output-dir DIR] \
+        [--train-json TRAIN_JSON]
+        mask AP of each phase's new classes, and of those with fewer than 5 training instances
+        (per_category_AP of phase_<t>/inference/<dataset>/metrics.json; instance counts from
+        TRAIN_JSON, default the DATASETS.TRAIN of phase_<t>/config.yml), with and without the
+        meta weight generator (paper Figure 9); writes DIR (default OUT_MWG/report)/
+        mwg_new_class_ap.md, .json and .png.
+
+All print the markdown table. Values are mask AP in percent unless stated; "–" is undefined.
 """
 import argparse
 import logging
 import sys
 
-from maskrcnn_benchmark.engine.report import write_phase_report, write_table1
+from maskrcnn_benchmark.engine.report import write_mwg_report, write_phase_report, write_table1
 
 
 def labelled_path(text):
@@ -50,6 +58,15 @@ def parse_args(argv=None):
     phases.add_argument("--compare", action="append", default=[], type=labelled_path,
                         metavar="LABEL=OTHER_PHASES_DIR",
                         help="another experiment to draw dashed in ap_per_phase.png (repeatable)")
+
+    mwg = commands.add_parser("mwg", help="new-class AP per phase with and without MWG (Figure 9)")
+    mwg.add_argument("--with-mwg", required=True, metavar="OUT_MWG",
+                     help="experiment folder (phases.json, phase_<t>/) trained with MODEL.FEW_SHOT.ENABLED")
+    mwg.add_argument("--without-mwg", required=True, metavar="OUT",
+                     help="experiment folder of the same division trained without it")
+    mwg.add_argument("--output-dir", help="folder for mwg_new_class_ap.* (default: OUT_MWG/report)")
+    mwg.add_argument("--train-json", help="training json for the instance counts (default: from "
+                     "phase_<t>/config.yml)")
     return parser.parse_args(argv)
 
 
@@ -59,8 +76,10 @@ def main(argv=None):
     try:
         if args.command == "table1":
             markdown = write_table1(args.rows, args.output_dir, args.title, args.note, args.name)
-        else:
+        elif args.command == "phases":
             markdown = write_phase_report(args.phases_dir, args.compare)
+        else:
+            markdown = write_mwg_report(args.with_mwg, args.without_mwg, args.output_dir, args.train_json)
     except ValueError as e:  # ReportInputError, or a malformed phases.json
         sys.exit("lst_report.py: error: {}".format(e))
     print(markdown, end="")

@@ -1,12 +1,14 @@
 """The paper's tables and plots from evaluation outputs (metrics.json files).
 
-Two reports:
+Three reports:
 
 * Table 1 of the LST paper (plus APr/c/f): one row per model, read from the metrics.json that
   the LVIS evaluation writes ({"bbox": {...}, "segm": {...}}, see lvis_eval.lvis_metrics).
 * The LST phase report: one row per class-incremental phase of an experiment directory
   (phases.json and phase_<t>/inference/<dataset>/metrics.json), with the AP of the old, new and
   all classes, and its plots (AP per phase, like the paper's Figures 7-8; AP per bin).
+* The new-class AP per phase of two experiments, with and without the meta weight generator,
+  also over the new classes with fewer than 5 training instances (the paper's Figure 9).
 
 metrics.json holds APs on a 0..1 scale with -1 when undefined; the reports show percent with one
 decimal, like the paper, and an undefined value as "–" (markdown) or null (json).
@@ -19,7 +21,7 @@ from collections import OrderedDict
 
 from matplotlib.figure import Figure
 
-from maskrcnn_benchmark.data.datasets.evaluation.lvis.bins import INSTANCE_COUNT_BINS
+from maskrcnn_benchmark.data.datasets.evaluation.lvis.bins import INSTANCE_COUNT_BINS, training_instance_counts
 from maskrcnn_benchmark.data.lst_phases import load_phases
 from maskrcnn_benchmark.utils.miscellaneous import atomic_open, atomic_write_json, atomic_write_text
 
@@ -355,4 +357,144 @@ def write_phase_report(phases_dir, comparisons=()):
               if row["status"] == "finished"]
     plot_grouped_bins(series, os.path.join(report_dir, "ap_per_bin.png"),
                       "Mask AP per training instance-count bin, after each phase")
+    return markdown
+
+
+# ---------------------------------------------------------------------------------------------
+# New-class AP with and without the meta weight generator (paper Figure 9)
+# ---------------------------------------------------------------------------------------------
+
+FEW_SHOT_MAX_INSTANCES = 5  # "few-shot" new classes: fewer than this many training instances
+MWG_RUNS = ("with MWG", "without MWG")
+
+
+def phase_train_json(phases_dir, phase):
+    """The training json of phase_<t>/config.yml (DATASETS.TRAIN), or None without config.yml."""
+    # Imported here: the phase configs pull in the model code, which the other reports do not need.
+    from maskrcnn_benchmark.engine.phases import load_yaml_config, train_annotation_file
+
+    config_file = os.path.join(phases_dir, "phase_{}".format(phase), "config.yml")
+    if not os.path.isfile(config_file):
+        return None
+    return train_annotation_file(load_yaml_config(config_file))
+
+
+def few_shot_ap(metrics, category_ids, instance_counts, path, max_instances=FEW_SHOT_MAX_INSTANCES):
+    """(AP in percent, one decimal, or None; number of classes) of the ``category_ids`` with fewer
+    than ``max_instances`` training instances: the mean of their per_category_AP entries that
+    are defined (>= 0). The AP is None when none is, or when metrics has no per_category_AP."""
+    few_shot = [c for c in category_ids if instance_counts.get(c, 0) < max_instances]
+    per_category = metrics.get("segm", {}).get("per_category_AP")
+    if per_category is None:
+        return None, len(few_shot)
+    if not isinstance(per_category, dict):
+        raise ReportInputError("metrics file {}: \"segm\".\"per_category_AP\" is not an object".format(path))
+    values = [per_category.get(str(c)) for c in few_shot]
+    defined = [v for v in values if isinstance(v, (int, float)) and not math.isnan(v) and v >= 0]
+    if not defined:
+        return None, len(few_shot)
+    return round(100.0 * sum(defined) / len(defined), 1), len(few_shot)
+
+
+def mwg_phase_rows(phases_dir, phases=None, train_json=None):
+    """Per phase t >= 1 up to the first one without metrics: the mask AP of its new classes and of
+    its new classes with fewer than FEW_SHOT_MAX_INSTANCES training instances.
+
+    Arguments:
+        train_json (str, optional): training json for the instance counts; default: the
+            DATASETS.TRAIN of the first phase_<t>/config.yml found. Without one the few-shot
+            values are None.
+
+    Returns:
+        list[OrderedDict]: "phase", "#new classes", "metrics_file" (None: not finished),
+        "AP new", "AP new <5" (percent or None), "#new <5" (None without instance counts).
+    """
+    phases = phases if phases is not None else load_phases(os.path.join(phases_dir, "phases.json"))
+    if train_json is None:
+        train_json = next(filter(None, (phase_train_json(phases_dir, t) for t in range(len(phases["groups"])))),
+                          None)
+    if train_json is not None and not os.path.isfile(train_json):
+        raise ReportInputError(
+            "training json {} (for the instance counts of the few-shot classes) does not exist; pass "
+            "--train-json PATH, relative to the folder you run from".format(train_json))
+    instance_counts = training_instance_counts(train_json) if train_json else None
+    rows = []
+    for phase in range(1, len(phases["groups"])):
+        new_ids = phases["groups"][phase]
+        metrics_file = phase_metrics_file(phases_dir, phase)
+        row = OrderedDict([("phase", phase), ("#new classes", len(new_ids)), ("metrics_file", metrics_file),
+                           ("AP new", None), ("AP new <5", None), ("#new <5", None)])
+        rows.append(row)
+        if metrics_file is None:
+            break
+        metrics = load_metrics(metrics_file)
+        row["AP new"] = _metric_value(metrics, ("segm", "groups", "new"), metrics_file)
+        if instance_counts is not None:
+            row["AP new <5"], row["#new <5"] = few_shot_ap(metrics, new_ids, instance_counts, metrics_file)
+    return rows
+
+
+def mwg_markdown(rows_with, rows_without):
+    """The Figure 9 table: one row per phase, the two runs side by side."""
+    columns = ["phase", "#new classes", "#new <5", "AP new, with MWG", "AP new, without MWG",
+               "AP new <5, with MWG", "AP new <5, without MWG"]
+    by_phase = OrderedDict()
+    for run, rows in zip(MWG_RUNS, (rows_with, rows_without)):
+        for row in rows:
+            entry = by_phase.setdefault(row["phase"], {"phase": row["phase"], "#new classes": row["#new classes"]})
+            if row["#new <5"] is not None:
+                entry["#new <5"] = row["#new <5"]
+            status = "not finished" if row["metrics_file"] is None else None
+            entry["AP new, " + run] = status or row["AP new"]
+            entry["AP new <5, " + run] = status or row["AP new <5"]
+    return "\n\n".join([
+        "## New-class mask AP per phase, with and without the meta weight generator",
+        markdown_table(columns, list(by_phase.values())),
+        "Mask AP (%) of the classes added in each phase; \"<5\": those with fewer than {} training "
+        "instances (mean of their per-category APs that are defined); {} = undefined.".format(
+            FEW_SHOT_MAX_INSTANCES, UNDEFINED),
+    ]) + "\n"
+
+
+def plot_mwg_new_class_ap(rows_with, rows_without, path):
+    """Two panels against the phase: AP of the new classes, and of the new classes with fewer
+    than FEW_SHOT_MAX_INSTANCES training instances; with MWG solid, without dashed."""
+    figure = Figure(figsize=(11, 4.5))
+    panels = figure.subplots(1, 2)
+    for axes, key, title in zip(panels, ("AP new", "AP new <5"), (
+            "new classes", "new classes with < {} training instances".format(FEW_SHOT_MAX_INSTANCES))):
+        for run, rows, style in zip(MWG_RUNS, (rows_with, rows_without), ("-", "--")):
+            finished = [row for row in rows if row["metrics_file"] is not None]
+            axes.plot([row["phase"] for row in finished], [_plot_value(row[key]) for row in finished],
+                      linestyle=style, marker="o", label=run)
+        phases = sorted({row["phase"] for row in rows_with + rows_without})
+        axes.set_xticks(phases)
+        axes.set_xlabel("phase")
+        axes.set_ylabel("mask AP (%)")
+        axes.set_title(title)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+    _save_figure(figure, path)
+
+
+def write_mwg_report(with_mwg_dir, without_mwg_dir, output_dir=None, train_json=None):
+    """Write output_dir/mwg_new_class_ap.{md,json,png} (default output_dir: with_mwg_dir/report).
+
+    Both experiments must divide the classes alike (same phases.json groups). Returns the markdown.
+    """
+    phases = [load_phases(os.path.join(d, "phases.json")) for d in (with_mwg_dir, without_mwg_dir)]
+    if phases[0]["groups"] != phases[1]["groups"]:
+        raise ReportInputError(
+            "{} and {} divide the classes differently (phases.json groups differ); compare runs of the "
+            "same division".format(with_mwg_dir, without_mwg_dir))
+    rows_with = mwg_phase_rows(with_mwg_dir, phases[0], train_json)
+    rows_without = mwg_phase_rows(without_mwg_dir, phases[1], train_json)
+    markdown = mwg_markdown(rows_with, rows_without)
+    output_dir = output_dir or os.path.join(with_mwg_dir, "report")
+    atomic_write_text(os.path.join(output_dir, "mwg_new_class_ap.md"), markdown)
+    atomic_write_json({"with_mwg": {"phases_dir": with_mwg_dir, "rows": rows_with},
+                       "without_mwg": {"phases_dir": without_mwg_dir, "rows": rows_without},
+                       "few_shot_max_instances": FEW_SHOT_MAX_INSTANCES},
+                      os.path.join(output_dir, "mwg_new_class_ap.json"))
+    plot_mwg_new_class_ap(rows_with, rows_without, os.path.join(output_dir, "mwg_new_class_ap.png"))
     return markdown
