@@ -58,7 +58,9 @@ for pair in $grid; do
     --gpus "$gpus" "${overrides[@]}" MODEL.LST.BASE_SIZE "$base" MODEL.LST.PHASE_SIZE "$phase_size"
   num_phases=$(python -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["groups"]) - 1)' "$experiment/phases.json")
   metrics=$(ls "$experiment/phase_$num_phases"/inference/*/metrics.json)
-  report_rows+=(--row "b $base, phase size $phase_size ($num_phases phases)=$metrics")
+  phases_word=phases
+  [ "$num_phases" = 1 ] && phases_word=phase
+  report_rows+=(--row "b $base, phase size $phase_size ($num_phases $phases_word)=$metrics")
 done
 
 source .venv/bin/activate
