@@ -1,9 +1,12 @@
 """Helpers shared by the training-engine, CLI and distributed tests: the tiny CPU config on the LVIS
 test fixture, a seeding environment module, and running the tools/ scripts in subprocesses."""
+import importlib.util
 import os
+import random
 import subprocess
 import sys
 
+import numpy as np
 import torch
 
 from fixtures_data import write_lvis_fixture, write_paths_catalog
@@ -12,6 +15,8 @@ from maskrcnn_benchmark.utils.model_serialization import strip_prefix_if_present
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = os.path.join(REPO_ROOT, "configs", "tests", "e2e_mask_rcnn_R_18_FPN_tiny_cpu.yaml")
+# The tiny model as an LST experiment: the 6 fixture categories as C_0 of 4 and one phase of 2.
+TEST_LST_CONFIGS = os.path.join(REPO_ROOT, "configs", "tests", "lst")
 
 # A TORCH_DETECTRON_ENV_MODULE (upstream's custom-environment hook) that seeds every generator,
 # so that two runs of a tool start from the same initial weights and random state.
@@ -94,3 +99,39 @@ def max_weight_difference(state_a, state_b):
     state_a, state_b = strip_prefix_if_present(state_a, "module."), strip_prefix_if_present(state_b, "module.")
     assert state_a.keys() == state_b.keys()
     return max((state_a[k].double() - state_b[k].double()).abs().max().item() for k in state_a if state_a[k].numel())
+
+
+def seed_everything(seed=0):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train_net_module():
+    """tools/train_net.py imported as a module (its ``train`` runs in the test process)."""
+    spec = importlib.util.spec_from_file_location("train_net_under_test", os.path.join(REPO_ROOT, "tools", "train_net.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_random_phase1_experiment(directory, base=4, num_classes=7):
+    """An LST experiment on a 32-image LVIS fixture (seed 1: base classes = categories 1-4, new =
+    5 (2 images) and 6 (1 image)): phases.json, a random theta_0 as phase_0/model_final.pth and its
+    expansion as phase_1/model_init.pth. Returns (experiment folder, catalog path, DatasetFixture)."""
+    from maskrcnn_benchmark.data.lst_phases import phase_dir, prepare_phases
+    from maskrcnn_benchmark.engine.phases import phase_config
+    from maskrcnn_benchmark.modeling.detector import build_detection_model
+    from maskrcnn_benchmark.modeling.roi_heads.box_head.expansion import expand_box_predictor
+
+    catalog, fixture = write_fixture_catalog(directory, num_images=32, seed=1)
+    out = directory / "experiment"
+    prepare_phases(fixture.ann_file, base, num_classes - 1 - base, str(out))
+    cfg0 = phase_config(TEST_LST_CONFIGS, str(out), 0, ["PATHS_CATALOG", str(catalog)])
+    seed_everything(0)
+    theta0 = build_detection_model(cfg0).state_dict()
+    os.makedirs(phase_dir(str(out), 0), exist_ok=True)
+    torch.save({"model": theta0}, os.path.join(phase_dir(str(out), 0), "model_final.pth"))
+    expanded = expand_box_predictor(theta0, num_classes, generator=torch.Generator().manual_seed(1))
+    torch.save({"model": expanded}, os.path.join(phase_dir(str(out), 1), "model_init.pth"))
+    return out, str(catalog), fixture

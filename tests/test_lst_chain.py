@@ -13,6 +13,7 @@ import pytest
 
 from fixtures_training import (
     REPO_ROOT,
+    TEST_LST_CONFIGS,
     check_ran,
     load_checkpoint,
     max_weight_difference,
@@ -21,8 +22,6 @@ from fixtures_training import (
     write_fixture_catalog,
     write_seed_env_module,
 )
-
-TEST_LST_CONFIGS = os.path.join(REPO_ROOT, "configs", "tests", "lst")
 
 
 @pytest.fixture(scope="module")

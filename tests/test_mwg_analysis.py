@@ -6,7 +6,6 @@ import importlib.util
 import json
 import math
 import os
-import random
 import subprocess
 import sys
 from collections import Counter
@@ -16,7 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-from fixtures_training import REPO_ROOT, write_fixture_catalog
+from fixtures_training import (
+    REPO_ROOT,
+    TEST_LST_CONFIGS,
+    seed_everything,
+    train_net_module,
+    write_random_phase1_experiment,
+)
 from maskrcnn_benchmark.config import cfg as default_cfg
 from maskrcnn_benchmark.data import make_data_loader
 from maskrcnn_benchmark.data.lst_phases import divide_categories, phase_dir, prepare_phases
@@ -24,8 +29,6 @@ from maskrcnn_benchmark.engine.episodic_trainer import GENERATOR_FILE_NAME
 from maskrcnn_benchmark.engine.mwg_analysis import load_mwg_phase, write_attention_tsne
 from maskrcnn_benchmark.engine.phases import phase_config
 from maskrcnn_benchmark.engine.report import ReportInputError, mwg_phase_rows, write_mwg_report
-from maskrcnn_benchmark.modeling.detector import build_detection_model
-from maskrcnn_benchmark.modeling.roi_heads.box_head.expansion import expand_box_predictor
 from maskrcnn_benchmark.structures.bounding_box import BoxList
 from maskrcnn_benchmark.structures.image_list import to_image_list
 from maskrcnn_benchmark.utils.miscellaneous import save_config
@@ -192,7 +195,6 @@ def test_cli_mwg(mwg_experiments, tmp_path):
 
 
 # ----------------------------------------------------------------------------- Figure 6
-TEST_LST_CONFIGS = os.path.join(REPO_ROOT, "configs", "tests", "lst")
 NUM_CLASSES, BASE = 7, 4  # C_0 of 4 classes, phase 1 adds 2
 MWG_OPTS = [
     "MODEL.FEW_SHOT.ENABLED", True,
@@ -205,36 +207,13 @@ MWG_OPTS = [
 ]
 
 
-def seed_everything(seed=0):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def train_net_module():
-    path = os.path.join(REPO_ROOT, "tools", "train_net.py")
-    spec = importlib.util.spec_from_file_location("train_net_for_mwg_analysis", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def trained_mwg_phase(tmp_path_factory):
     """An experiment whose phase 1 is a short episodic MWG phase (2 episodes) on the LVIS fixture,
     from a random theta_0, with its config.yml as tools/lst_phase_config.py writes it."""
-    directory = tmp_path_factory.mktemp("mwg_analysis")
-    catalog, fixture = write_fixture_catalog(directory, num_images=32, seed=1)
-    out = directory / "experiment"
-    prepare_phases(fixture.ann_file, BASE, 2, str(out))
-    cfg0 = phase_config(TEST_LST_CONFIGS, str(out), 0, ["PATHS_CATALOG", str(catalog)])
-    seed_everything(0)
-    theta0 = build_detection_model(cfg0).state_dict()
-    os.makedirs(phase_dir(str(out), 0), exist_ok=True)
-    torch.save({"model": theta0}, os.path.join(phase_dir(str(out), 0), "model_final.pth"))
-    expanded = expand_box_predictor(theta0, NUM_CLASSES, generator=torch.Generator().manual_seed(1))
-    torch.save({"model": expanded}, os.path.join(phase_dir(str(out), 1), "model_init.pth"))
-    cfg = phase_config(TEST_LST_CONFIGS, str(out), 1, ["PATHS_CATALOG", str(catalog), *MWG_OPTS])
+    out, catalog, fixture = write_random_phase1_experiment(tmp_path_factory.mktemp("mwg_analysis"), BASE,
+                                                           NUM_CLASSES)
+    cfg = phase_config(TEST_LST_CONFIGS, str(out), 1, ["PATHS_CATALOG", catalog, *MWG_OPTS])
     save_config(cfg, os.path.join(phase_dir(str(out), 1), "config.yml"))
     seed_everything(0)
     train_net_module().train(cfg, local_rank=0, distributed=False)

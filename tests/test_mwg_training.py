@@ -3,14 +3,11 @@ the seeded support sampler, scoring with replaced classifier rows (box head and 
 gradient from the query loss into the generator and the support features, and an episodic phase
 on the tiny CPU config: its files, the final rows as the mean of the generated ones, the final
 checkpoint as an ordinary model, and exact resuming."""
-import importlib.util
 import json
 import os
-import random
 import shutil
 from collections import Counter
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,17 +15,19 @@ import torchvision
 
 from fixtures_training import (
     REPO_ROOT,
+    TEST_LST_CONFIGS,
     check_ran,
     load_checkpoint,
     max_weight_difference,
     run_tool,
     tool_env,
-    write_fixture_catalog,
+    seed_everything,
+    train_net_module,
+    write_random_phase1_experiment,
     write_seed_env_module,
 )
 from maskrcnn_benchmark.config import cfg as default_cfg
 from maskrcnn_benchmark.data import make_data_loader
-from maskrcnn_benchmark.data.lst_phases import phase_dir, prepare_phases
 from maskrcnn_benchmark.data.samplers import SupportSampler
 from maskrcnn_benchmark.data.samplers.support_sampler import class_images
 from maskrcnn_benchmark.engine.episodic_trainer import (
@@ -43,7 +42,6 @@ from maskrcnn_benchmark.engine.episodic_trainer import (
 from maskrcnn_benchmark.engine.phases import phase_config
 from maskrcnn_benchmark.modeling.detector import build_detection_model
 from maskrcnn_benchmark.modeling.roi_heads.box_head.distillation import build_distillation_teacher
-from maskrcnn_benchmark.modeling.roi_heads.box_head.expansion import expand_box_predictor
 from maskrcnn_benchmark.modeling.roi_heads.box_head.roi_box_predictors import FPNCosinePredictor
 from maskrcnn_benchmark.modeling.weight_generator import build_weight_generator
 from maskrcnn_benchmark.solver import make_optimizer
@@ -53,7 +51,6 @@ from maskrcnn_benchmark.structures.segmentation_mask import SegmentationMask
 from maskrcnn_benchmark.utils.checkpoint import Checkpointer
 from maskrcnn_benchmark.utils.model_serialization import load_state_dict
 
-TEST_LST_CONFIGS = os.path.join(REPO_ROOT, "configs", "tests", "lst")
 LST_HEADS_CONFIG = os.path.join(REPO_ROOT, "configs", "tests", "e2e_mask_rcnn_R_18_FPN_tiny_cpu_lst_heads.yaml")
 CLS_WEIGHT = "roi_heads.box.predictor.cls_score.weight"
 NUM_OLD, NUM_CLASSES, BASE = 4, 7, 4  # the test experiment: C_0 of 4 classes, phase 1 adds 2
@@ -66,12 +63,6 @@ MWG_OPTS = [
     "SOLVER.CHECKPOINT_PERIOD", 2,
     "TEST.IMS_PER_BATCH", 1,
 ]
-
-
-def seed_everything(seed=0):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 # ----------------------------------------------------------------------------- support sampler
@@ -222,19 +213,8 @@ def test_support_rois_are_the_class_boxes_then_overlapping_proposals_best_first(
 def experiment(tmp_path_factory):
     """phases.json (C_0 = 4 classes, phase 1 = 2) on the LVIS fixture, a (random) theta_0 as
     phase_0/model_final.pth and its expansion as phase_1/model_init.pth."""
-    directory = tmp_path_factory.mktemp("mwg")
-    # 32 images (seed 1): base classes = categories 1-4, new = categories 5 (2 images) and 6 (1 image).
-    catalog, fixture = write_fixture_catalog(directory, num_images=32, seed=1)
-    out = directory / "experiment"
-    prepare_phases(fixture.ann_file, BASE, 2, str(out))
-    cfg0 = phase_config(TEST_LST_CONFIGS, str(out), 0, ["PATHS_CATALOG", str(catalog)])
-    seed_everything(0)
-    theta0 = build_detection_model(cfg0).state_dict()
-    os.makedirs(phase_dir(str(out), 0), exist_ok=True)
-    torch.save({"model": theta0}, os.path.join(phase_dir(str(out), 0), "model_final.pth"))
-    expanded = expand_box_predictor(theta0, NUM_CLASSES, generator=torch.Generator().manual_seed(1))
-    torch.save({"model": expanded}, os.path.join(phase_dir(str(out), 1), "model_init.pth"))
-    return {"out": out, "catalog": str(catalog), "fixture": fixture}
+    out, catalog, fixture = write_random_phase1_experiment(tmp_path_factory.mktemp("mwg"), BASE, NUM_CLASSES)
+    return {"out": out, "catalog": catalog, "fixture": fixture}
 
 
 def mwg_cfg(experiment, output_dir, *opts):
@@ -244,14 +224,6 @@ def mwg_cfg(experiment, output_dir, *opts):
     cfg.OUTPUT_DIR = str(output_dir)
     cfg.freeze()
     return cfg
-
-
-def train_net_module():
-    path = os.path.join(REPO_ROOT, "tools", "train_net.py")
-    spec = importlib.util.spec_from_file_location("train_net_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def train_phase(cfg, seed=0):
