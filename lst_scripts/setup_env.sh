@@ -35,6 +35,22 @@ src_hash=$( (cd "$repo_root" && cat setup.py $(find csrc -type f | sort) | sha25
 if [ "$(cat "$stamp_dir/extension" 2>/dev/null)" != "$src_hash" ] || ! ls "$repo_root"/maskrcnn_benchmark/_C*.so >/dev/null 2>&1; then
   echo "[setup] building maskrcnn_benchmark._C ($build_mode); the first build takes several minutes"
   (cd "$repo_root" && MAX_JOBS="${MAX_JOBS:-$(nproc)}" python setup.py -q build_ext --inplace)
+  # A kernel's input check throws a C++ exception through torch's libc10; with a compiler whose C++
+  # runtime is not torch's (seen: a gcc that links no shared libstdc++), that crashes Python.
+  if ! (cd "$repo_root" && python -c '
+import torch
+from maskrcnn_benchmark import _C
+try:
+    _C.nms(torch.zeros(3, 5), torch.zeros(3), 0.5)
+except RuntimeError:
+    pass
+') >/dev/null 2>&1; then
+    echo "[setup] error: the freshly built maskrcnn_benchmark._C crashes (instead of raising RuntimeError) when a" \
+      "kernel rejects its input: it was compiled with ${CXX:-the default c++}, whose C++ runtime is not torch's." \
+      "Rebuild with the system compiler, e.g. CC=/usr/bin/gcc CXX=/usr/bin/g++ bash tests/run.sh" \
+      "(torch names its compiler in: python -c 'import torch; print(torch.__config__.show())')." >&2
+    return 1
+  fi
   echo "$src_hash" > "$stamp_dir/extension"
 fi
 

@@ -1,4 +1,4 @@
-"""CPU speed of Mask R-CNN R-50-FPN against torchvision's maskrcnn_resnet50_fpn, in one run.
+"""Speed of Mask R-CNN R-50-FPN against torchvision's maskrcnn_resnet50_fpn, in one run (CPU or GPU).
 
 Both models are randomly initialised and run on the same images with matched settings:
 
@@ -18,10 +18,12 @@ Both models are randomly initialised and run on the same images with matched set
 
 Prints a markdown table: median wall-clock seconds per image over ``--repeats`` runs after
 ``--warmup`` runs (the two models alternate), ours / torchvision of the median wall-clock and
-of the median process CPU time (less sensitive to other processes on a shared machine).
+of the median process CPU time (less sensitive to other processes on a shared machine; on a GPU
+it is the host's share of the work). With ``--device cuda`` both models, images and targets are
+on the GPU, float32, and every timed call ends with torch.cuda.synchronize().
 
-    python tools/benchmarks/bench_model.py [--sizes 800x1067 512x683] [--repeats 3] [--warmup 1]
-        [--threads N] [--torchvision-backbone frozen|default]
+    python tools/benchmarks/bench_model.py [--device cpu|cuda] [--sizes 800x1067 512x683]
+        [--repeats 3] [--warmup 1] [--threads N] [--torchvision-backbone frozen|default]
 """
 import argparse
 import os
@@ -51,19 +53,19 @@ IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])
 
 
-def build_ours():
+def build_ours(device):
     cfg = global_cfg.clone()
     cfg.merge_from_file(CONFIG_FILE)
     cfg.merge_from_list(
         [
-            "MODEL.DEVICE", "cpu",
+            "MODEL.DEVICE", device.type,
             "MODEL.ROI_HEADS.SCORE_THRESH", 0.0,
             "MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS", True,
             # One image per batch: the per-batch FPN top-n equals torchvision's per-image 2000.
             "MODEL.RPN.FPN_POST_NMS_TOP_N_TRAIN", 2000,
         ]
     )
-    return build_detection_model(cfg)
+    return build_detection_model(cfg).to(device)
 
 
 def build_torchvision(height, backbone):
@@ -107,7 +109,7 @@ def synthetic_objects(height, width):
     return torch.tensor(boxes), torch.tensor([1, 17, 42]), polygons
 
 
-def make_inputs(height, width):
+def make_inputs(height, width, device):
     """Inputs of the two models: one random image and its targets.
 
     Both backbones see the same tensor: torchvision normalises the [0, 1] image inside the
@@ -129,7 +131,8 @@ def make_inputs(height, width):
         "labels": labels,
         "masks": masks.get_mask_tensor(),
     }
-    return (ours_image, [ours_target]), ([tv_image], [tv_target])
+    tv_target = {key: value.to(device) for key, value in tv_target.items()}
+    return (ours_image.to(device), [ours_target.to(device)]), ([tv_image.to(device)], [tv_target])
 
 
 def train_step(model, optimizer, inputs):
@@ -158,22 +161,25 @@ def sgd(model):
     )
 
 
-def timed(fn, log):
-    """(wall-clock seconds, process CPU seconds) of one call; its result is appended to log."""
+def timed(fn, log, device):
+    """(wall-clock seconds, process CPU seconds) of one call, GPU work included; its result is
+    appended to log."""
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     log.append(fn())
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - start_wall, time.process_time() - start_cpu
 
 
-def compare(ours_fn, tv_fn, warmup, repeats):
+def compare(ours_fn, tv_fn, warmup, repeats, device):
     """Run the two functions alternately (warm-up runs first).
 
     Returns per function the (wall, cpu) medians in seconds and the result of its last run.
     """
     ours_results, tv_results, ours_times, tv_times = [], [], [], []
     for run in range(warmup + repeats):
-        ours_time = timed(ours_fn, ours_results)
-        tv_time = timed(tv_fn, tv_results)
+        ours_time = timed(ours_fn, ours_results, device)
+        tv_time = timed(tv_fn, tv_results, device)
         if run >= warmup:
             ours_times.append(ours_time)
             tv_times.append(tv_time)
@@ -198,15 +204,20 @@ def main():
     parser.add_argument("--torchvision-backbone", choices=("frozen", "default"), default="frozen",
                         help="frozen: FrozenBN, stem + layer1 frozen, as ours; default: "
                         "maskrcnn_resnet50_fpn(weights=None, weights_backbone=None) as is")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no GPU is available; run with --device cpu")
+    device = torch.device(args.device)
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(
-        "torch {}, torchvision {}, {} threads, {} {}".format(
+        "torch {}, torchvision {}, {} threads, {} {}{}".format(
             torch.__version__, torchvision.__version__, torch.get_num_threads(),
             platform.machine(), platform.processor() or "",
+            ", " + torch.cuda.get_device_name(device) if device.type == "cuda" else "",
         )
     )
     print("torchvision backbone: {}".format(args.torchvision_backbone))
@@ -217,9 +228,9 @@ def main():
     print("|---|---|---:|---:|---:|---:|")
     notes = []
     for height, width in args.sizes:
-        ours = build_ours()
-        tv = build_torchvision(height, args.torchvision_backbone)
-        ours_inputs, tv_inputs = make_inputs(height, width)
+        ours = build_ours(device)
+        tv = build_torchvision(height, args.torchvision_backbone).to(device)
+        ours_inputs, tv_inputs = make_inputs(height, width, device)
 
         ours.train()
         tv.train()
@@ -229,6 +240,7 @@ def main():
             lambda: train_step(tv, tv_sgd, tv_inputs),
             args.warmup,
             args.repeats,
+            device,
         )
         ours.eval()
         tv.eval()
@@ -237,6 +249,7 @@ def main():
             lambda: torchvision_detections(tv, tv_inputs),
             args.warmup,
             args.repeats,
+            device,
         )
         for step, ((ours_time, tv_time), _) in (("train", train), ("inference", inference)):
             print(
