@@ -2,6 +2,7 @@
 # The main job: LST's class-incremental phases, chained (DESIGN.md §4).
 #
 #   bash lst_scripts/run_phases.sh                   # the embedded synthetic benchmark, on the CPU
+#                                                    # (quick schedule; Table 1's: --config-dir configs/synthetic/lst)
 #   bash lst_scripts/run_phases.sh --config-dir configs/lvis/lst --output-dir output/lst/lvis --gpus 8
 #
 # Steps, each a CLI under tools/: division and replay plans (lst_prepare.py), then for every
@@ -10,8 +11,9 @@
 # (lst_report.py phases), whose table is printed.
 #
 # Options:
-#   --config-dir DIR    folder with phase0.yaml and incremental.yaml (default configs/synthetic/lst)
-#   --output-dir DIR    the experiment folder (default output/lst/<name of the config folder's parent>)
+#   --config-dir DIR    folder with phase0.yaml and incremental.yaml (default configs/synthetic/lst_quick)
+#   --output-dir DIR    the experiment folder (default output/lst/<P> for configs/<P>/lst and
+#                       output/lst/<P>_<S> for configs/<P>/lst_<S>, e.g. output/lst/synthetic_quick)
 #   --gpus N            processes per phase through torchrun (default 1)
 #   KEY VALUE ...       after the options: config overrides for every phase
 #                       (ablations: MODEL.LST.DISTILL.ENABLED False, MODEL.LST.REPLAY all|none)
@@ -20,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-config_dir=configs/synthetic/lst
+config_dir=configs/synthetic/lst_quick
 output_dir=""
 gpus=1
 while [ $# -gt 0 ]; do
@@ -34,7 +36,12 @@ while [ $# -gt 0 ]; do
   esac
 done
 overrides=("$@")
-output_dir="${output_dir:-output/lst/$(basename "$(dirname "$config_dir")")}"
+if [ -z "$output_dir" ]; then
+  config_dir="${config_dir%/}"
+  output_dir="output/lst/$(basename "$(dirname "$config_dir")")"
+  schedule=$(basename "$config_dir")
+  [ "$schedule" != lst ] && output_dir="${output_dir}_${schedule#lst_}"
+fi
 
 source lst_scripts/setup_env.sh
 

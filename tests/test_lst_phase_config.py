@@ -11,6 +11,7 @@ from maskrcnn_benchmark.engine.phases import phase_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYNTHETIC_LST = os.path.join(REPO, "configs", "synthetic", "lst")
+SYNTHETIC_LST_QUICK = os.path.join(REPO, "configs", "synthetic", "lst_quick")
 LVIS_LST = os.path.join(REPO, "configs", "lvis", "lst")
 
 
@@ -55,6 +56,17 @@ def test_meta_weight_generator_starts_in_phase_one_and_carries_over(experiment):
     second = phase_config(SYNTHETIC_LST, str(experiment), 2, opts)
     assert second.MODEL.FEW_SHOT.GENERATOR_WEIGHT == str(experiment / "phase_1" / "weight_generator.pth")
     assert phase_config(SYNTHETIC_LST, str(experiment), 2).MODEL.FEW_SHOT.GENERATOR_WEIGHT == ""
+
+
+@pytest.mark.parametrize("phase", [0, 1, 2])
+def test_quick_schedule_is_the_full_one_at_half_the_iterations(experiment, phase):
+    full = phase_config(SYNTHETIC_LST, str(experiment), phase)
+    quick = phase_config(SYNTHETIC_LST_QUICK, str(experiment), phase)
+    assert quick.SOLVER.MAX_ITER * 2 == full.SOLVER.MAX_ITER
+    assert tuple(step * 2 for step in quick.SOLVER.STEPS) == tuple(full.SOLVER.STEPS)
+    quick.defrost()
+    quick.SOLVER.MAX_ITER, quick.SOLVER.STEPS = full.SOLVER.MAX_ITER, full.SOLVER.STEPS
+    assert quick.dump() == full.dump()
 
 
 def test_overrides_cannot_replace_derived_keys(experiment):
