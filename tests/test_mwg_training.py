@@ -37,6 +37,7 @@ from maskrcnn_benchmark.engine.episodic_trainer import (
     check_episodic_training,
     generate_support_weights,
     load_support_batch,
+    support_roi_features,
     support_rois,
 )
 from maskrcnn_benchmark.engine.phases import phase_config
@@ -301,6 +302,20 @@ def test_query_loss_reaches_the_generator_and_the_support_features(experiment, t
     # The replaced rows are not used, neither by the box classifier nor by the mask transfer.
     assert torch.all(classifier_grad[[5, 6]] == 0)
     assert classifier_grad[1:BASE + 1].abs().sum() > 0
+
+
+def test_support_features_of_an_image_come_from_that_image_when_an_earlier_one_is_left_out(experiment, tmp_path):
+    cfg = mwg_cfg(experiment, tmp_path, "MODEL.FEW_SHOT.SUPPORT_PROPOSALS", False)
+    model, _, _ = phase_model(cfg)
+    model.eval()
+    dataset = make_data_loader(cfg, is_train=True).dataset
+    support_pairs = [(5, int(class_images(dataset, [5])[5][0])), (6, int(class_images(dataset, [6])[6][0]))]
+    images, targets = load_support_batch(dataset, support_pairs, 32, torch.device("cpu"))
+    with torch.no_grad():
+        both_kept, both_counts, both_features = support_roi_features(model, images, targets, [5, 6], cfg.MODEL.FEW_SHOT)
+        kept, counts, features = support_roi_features(model, images, targets, [NUM_CLASSES + 90, 6], cfg.MODEL.FEW_SHOT)
+    assert both_kept == [0, 1] and kept == [1] and counts == both_counts[1:]
+    torch.testing.assert_close(features, both_features[both_counts[0]:])
 
 
 # ----------------------------------------------------------------------------- a whole phase

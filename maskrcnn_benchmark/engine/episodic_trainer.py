@@ -171,7 +171,7 @@ def support_rois(target, label, proposals, max_rois, use_proposals=True):
 
 
 @torch.no_grad()
-def _test_time_proposals(rpn, images, features):
+def test_time_proposals(rpn, images, features):
     """The RPN's test-time proposals (no ground truth added, no loss, no random draw)."""
     was_training = rpn.training
     rpn.eval()
@@ -182,43 +182,60 @@ def _test_time_proposals(rpn, images, features):
     return proposals
 
 
-def generate_support_weights(detector, weight_generator, images, targets, labels, few_shot_cfg, num_base):
-    """One generated classifier row per support (image, class).
+def support_roi_features(detector, images, targets, labels, few_shot_cfg):
+    """The box head's features of the support RoIs of each (image, class).
 
     Arguments:
         detector (GeneralizedRCNN): unwrapped; its current state (train or eval mode) is used.
-        weight_generator (AttentionBasedGenerator)
         images (ImageList): the K support images (on the detector's device).
         targets (list[BoxList]): their ground truth ("labels").
         labels (list[int]): the support class of each image.
         few_shot_cfg: MODEL.FEW_SHOT (MAX_SUPPORT_ROIS_PER_IMAGE, SUPPORT_PROPOSALS).
-        num_base (int): b; W_B = cls_score rows 1..b (not detached).
 
     Returns:
-        (kept (list[int]), weights (Tensor[len(kept), d])): the positions in ``labels`` of the
-        images with a box of their class, in order, and their generated rows (with gradient when
-        enabled). An image without such a box (e.g. all cropped away) is left out.
+        (kept (list[int]), roi_counts (list[int]), features (Tensor[sum(roi_counts), d])): the
+        positions in ``labels`` of the images with a box of their class, in order, the number of
+        support RoIs of each, and their features, image after image (with gradient when enabled;
+        shape (0, 0) when no image is kept). An image without such a box (e.g. all cropped away)
+        is left out.
     """
     features = detector.backbone(images.tensors)
     proposals = [None] * len(labels)
     if few_shot_cfg.SUPPORT_PROPOSALS:
-        proposals = _test_time_proposals(detector.rpn, images, features)
+        proposals = test_time_proposals(detector.rpn, images, features)
     rois = [
         support_rois(target, label, image_proposals, few_shot_cfg.MAX_SUPPORT_ROIS_PER_IMAGE,
                      few_shot_cfg.SUPPORT_PROPOSALS)
         for target, label, image_proposals in zip(targets, labels, proposals)
     ]
     kept = [position for position, image_rois in enumerate(rois) if len(image_rois) > 0]
-    feat_dim = weight_generator.feat_dim
     if not kept:
-        return kept, features[0].new_zeros(0, feat_dim)
-    box_head = detector.roi_heads.box
-    roi_features = box_head.feature_extractor(features, rois).flatten(start_dim=1)
-    groups = torch.cat([
-        torch.full((len(image_rois),), group, dtype=torch.int64, device=roi_features.device)
-        for group, image_rois in enumerate(rois[position] for position in kept)
-    ])
-    base_weights = box_head.predictor.cls_score.weight[1 : num_base + 1]
+        return kept, [], features[0].new_zeros(0, 0)
+    # Every image's list goes to the pooler (its position is the image index); empty ones add no rows.
+    roi_features = detector.roi_heads.box.feature_extractor(features, rois).flatten(start_dim=1)
+    return kept, [len(rois[position]) for position in kept], roi_features
+
+
+def generate_support_weights(detector, weight_generator, images, targets, labels, few_shot_cfg, num_base):
+    """One generated classifier row per support (image, class).
+
+    Arguments: as support_roi_features, and
+        weight_generator (AttentionBasedGenerator)
+        num_base (int): b; W_B = cls_score rows 1..b (not detached).
+
+    Returns:
+        (kept (list[int]), weights (Tensor[len(kept), d])): the positions in ``labels`` of the
+        images with a box of their class, in order, and their generated rows (with gradient when
+        enabled).
+    """
+    kept, roi_counts, roi_features = support_roi_features(detector, images, targets, labels, few_shot_cfg)
+    if not kept:
+        return kept, roi_features.new_zeros(0, weight_generator.feat_dim)
+    groups = torch.repeat_interleave(
+        torch.arange(len(kept), device=roi_features.device),
+        torch.tensor(roi_counts, device=roi_features.device),
+    )
+    base_weights = detector.roi_heads.box.predictor.cls_score.weight[1 : num_base + 1]
     return kept, weight_generator(roi_features, base_weights, groups)
 
 
@@ -243,7 +260,7 @@ def make_support_sampler(cfg, dataset):
 
 
 # ----------------------------------------------------------------------------- end of phase
-def _final_support_dataset(cfg):
+def phase_support_dataset(cfg):
     """The training dataset of the phase with test-time transforms (no flip, test sizes)."""
     paths_catalog = import_file("maskrcnn_benchmark.config.paths_catalog", cfg.PATHS_CATALOG)
     datasets = build_dataset(cfg.DATASETS.TRAIN, build_transforms(cfg, False), paths_catalog.DatasetCatalog,
@@ -266,7 +283,7 @@ def final_novel_weights(cfg, detector, weight_generator, device, dataset=None):
     Returns:
         (labels (list[int]), weights (Tensor[len(labels), d], float32)): every process the same.
     """
-    dataset = dataset if dataset is not None else _final_support_dataset(cfg)
+    dataset = dataset if dataset is not None else phase_support_dataset(cfg)
     sampler = make_support_sampler(cfg, dataset)
     pairs = sampler.all_pairs(cfg.MODEL.FEW_SHOT.FINAL_SUPPORT_PER_CLASS)[get_rank()::get_world_size()]
     images_per_batch = max(1, cfg.TEST.IMS_PER_BATCH // get_world_size())
@@ -343,7 +360,7 @@ def _average_generator_gradients(weight_generator):
         parameter.grad.copy_(grad.view_as(parameter))
 
 
-def _episode_step(cfg, model, weight_generator, support, images, targets, optimizer, scaler, device, iteration):
+def episode_step(cfg, model, weight_generator, support, images, targets, optimizer, scaler, device, iteration):
     """Support -> generated rows -> query losses with those rows -> one step.
 
     ``support`` is (support images, support targets, support labels). Returns the (float32) loss
@@ -403,7 +420,7 @@ def do_episodic_train(
         support_images, support_targets = load_support_batch(
             data_loader.dataset, pairs, cfg.DATALOADER.SIZE_DIVISIBILITY, device)
         support = (support_images, support_targets, [label for label, _ in pairs])
-        loss_dict, labels, weights = _episode_step(
+        loss_dict, labels, weights = episode_step(
             cfg, model, weight_generator, support, images, targets, optimizer, scaler, device, iteration)
         if labels:
             positions = torch.tensor([position_of[label] for label in labels], dtype=torch.int64)

@@ -28,12 +28,11 @@ from maskrcnn_benchmark.utils.miscellaneous import atomic_open, atomic_write_jso
 
 from .episodic_trainer import (
     GENERATOR_FILE_NAME,
-    _final_support_dataset,
-    _test_time_proposals,
     load_support_batch,
     make_support_sampler,
     num_base_classes,
-    support_rois,
+    phase_support_dataset,
+    support_roi_features,
 )
 from .mixed_precision import autocast
 from .phases import load_yaml_config, phases_file, train_annotation_file
@@ -100,28 +99,17 @@ def category_names(train_json):
 def support_attention(cfg, detector, generator, images, targets, labels):
     """Per-image mean attention of the support RoIs of each (image, class).
 
-    The support pass of episodic_trainer.generate_support_weights up to the RoI features, then
-    generator.attention instead of the generator's forward.
+    episodic_trainer.support_roi_features, then generator.attention instead of the generator's
+    forward.
 
     Returns:
         (kept (list[int]), attention (Tensor[len(kept), b], float32), roi_counts (list[int])):
         the positions in ``labels`` of the images with a box of their class, the mean over each
         one's RoIs of m (rows sum to 1), and the number of RoIs averaged.
     """
-    few_shot = cfg.MODEL.FEW_SHOT
-    features = detector.backbone(images.tensors)
-    proposals = [None] * len(labels)
-    if few_shot.SUPPORT_PROPOSALS:
-        proposals = _test_time_proposals(detector.rpn, images, features)
-    rois = [support_rois(target, label, image_proposals, few_shot.MAX_SUPPORT_ROIS_PER_IMAGE,
-                         few_shot.SUPPORT_PROPOSALS)
-            for target, label, image_proposals in zip(targets, labels, proposals)]
-    kept = [position for position, image_rois in enumerate(rois) if len(image_rois) > 0]
+    kept, roi_counts, roi_features = support_roi_features(detector, images, targets, labels, cfg.MODEL.FEW_SHOT)
     if not kept:
-        return kept, features[0].new_zeros(0, generator.num_base_classes), []
-    kept_rois = [rois[position] for position in kept]
-    roi_features = detector.roi_heads.box.feature_extractor(features, kept_rois).flatten(start_dim=1)
-    roi_counts = [len(image_rois) for image_rois in kept_rois]
+        return kept, roi_features.new_zeros(0, generator.num_base_classes), []
     attention = generator.attention(roi_features).float()
     means = torch.stack([chunk.mean(dim=0) for chunk in attention.split(roi_counts)])
     return kept, means, roi_counts
@@ -138,7 +126,7 @@ def class_attention(cfg, detector, generator, dataset=None):
         (ndarray [len(labels), b], float64, rows sum to 1), "images" and "rois" (list[int]: the
         support images and RoIs per class).
     """
-    dataset = dataset if dataset is not None else _final_support_dataset(cfg)
+    dataset = dataset if dataset is not None else phase_support_dataset(cfg)
     sampler = make_support_sampler(cfg, dataset)
     pairs = sampler.all_pairs(cfg.MODEL.FEW_SHOT.FINAL_SUPPORT_PER_CLASS)
     device = torch.device(cfg.MODEL.DEVICE)

@@ -11,7 +11,7 @@ maskrcnn_benchmark.data.lst_phases (base b, phase size P), so phase 1 holds the 
 new classes, and a FRESH subprocess (its peak RSS is the run's own) builds the phase-1 model of
 configs/synthetic/lst/incremental.yaml with MODEL.FEW_SHOT.ENABLED True, then runs ``--warmup``
 + ``--episodes`` episodes of the episodic step (support pass, query losses with the generated
-rows, one optimizer step; the episodic trainer's own ``_episode_step``) on the query batches of
+rows, one optimizer step; the episodic trainer's own ``episode_step``) on the query batches of
 the phase's data loader (balanced replay). Settings for the benchmark only:
 
 * random initialisation (no expanded theta_0 checkpoint) and distillation off (no teacher);
@@ -165,7 +165,7 @@ def run_episodes(experiment_dir, catalog, warmup, episodes, device_name, opts=()
 
     from maskrcnn_benchmark.data import make_data_loader
     from maskrcnn_benchmark.engine.episodic_trainer import (
-        _episode_step, build_episodic_weight_generator, load_support_batch, make_support_sampler, new_class_labels,
+        build_episodic_weight_generator, episode_step, load_support_batch, make_support_sampler, new_class_labels,
     )
     from maskrcnn_benchmark.engine.phases import phase_config
     from maskrcnn_benchmark.modeling.detector import build_detection_model
@@ -199,7 +199,7 @@ def run_episodes(experiment_dir, catalog, warmup, episodes, device_name, opts=()
         support_images, support_targets = load_support_batch(
             data_loader.dataset, pairs, cfg.DATALOADER.SIZE_DIVISIBILITY, device)
         support = (support_images, support_targets, [label for label, _ in pairs])
-        _episode_step(cfg, model, generator, support, images.to(device), [t.to(device) for t in targets],
+        episode_step(cfg, model, generator, support, images.to(device), [t.to(device) for t in targets],
                       optimizer, None, device, episode + 1)
         scheduler.step()
         if device.type == "cuda":
