@@ -33,8 +33,13 @@ build_mode="cpu"
 [ "${FORCE_CUDA:-0}" = "1" ] && build_mode="cuda:${TORCH_CUDA_ARCH_LIST:-default}"
 src_hash=$( (cd "$repo_root" && cat setup.py $(find csrc -type f | sort) | sha256sum | cut -d' ' -f1; echo "$build_mode"; python -c 'import torch; print(torch.__version__)') | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp_dir/extension" 2>/dev/null)" != "$src_hash" ] || ! ls "$repo_root"/maskrcnn_benchmark/_C*.so >/dev/null 2>&1; then
-  echo "[setup] building maskrcnn_benchmark._C ($build_mode); the first build takes several minutes"
-  (cd "$repo_root" && MAX_JOBS="${MAX_JOBS:-$(nproc)}" python setup.py -q build_ext --inplace)
+  build_log="$stamp_dir/build.log"
+  echo "[setup] building maskrcnn_benchmark._C ($build_mode); the first build takes several minutes (log: $build_log)"
+  if ! (cd "$repo_root" && MAX_JOBS="${MAX_JOBS:-$(nproc)}" python setup.py build_ext --inplace) > "$build_log" 2>&1; then
+    tail -n 40 "$build_log" >&2
+    echo "[setup] error: building maskrcnn_benchmark._C failed; the whole log is $build_log (see INSTALL.md)" >&2
+    return 1
+  fi
   # A kernel's input check throws a C++ exception through torch's libc10; with a compiler whose C++
   # runtime is not torch's (seen: a gcc that links no shared libstdc++), that crashes Python.
   if ! (cd "$repo_root" && python -c '
