@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from fixtures_training import load_checkpoint, tiny_cfg, write_fixture_catalog
+from fixtures_training import load_checkpoint, seed_everything, tiny_cfg, write_fixture_catalog
 from maskrcnn_benchmark.data import make_data_loader
 from maskrcnn_benchmark.engine.inference import inference
 from maskrcnn_benchmark.engine.mixed_precision import autocast_dtype, make_grad_scaler
@@ -48,9 +48,7 @@ class Run:
 
     def __init__(self, catalog, output_dir, *opts, model_wrapper=None, scaler=None):
         self.cfg = tiny_cfg(catalog, output_dir, *opts)
-        random.seed(0)
-        np.random.seed(0)
-        torch.manual_seed(0)
+        seed_everything(0)
         self.device = torch.device(self.cfg.MODEL.DEVICE)
         self.model = build_detection_model(self.cfg).to(self.device)
         if model_wrapper is not None:
@@ -234,9 +232,7 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
     state = capture_rng_state()
     expected = (random.random(), np.random.rand(), torch.rand(3))
     torch.save(state, tmp_path / "rng.pth")
-    random.seed(123)
-    np.random.seed(123)
-    torch.manual_seed(123)
+    seed_everything(123)
     restore_rng_state(torch.load(tmp_path / "rng.pth", weights_only=True))
     replayed = (random.random(), np.random.rand(), torch.rand(3))
     assert replayed[:2] == expected[:2]
