@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
     --config-dir) config_dir="$2"; shift 2 ;;
     --output-dir) output_dir="$2"; shift 2 ;;
     --gpus) gpus="$2"; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "lst_scripts/$(basename "$0")"; exit 0 ;;
     --*) echo "run_phases.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) break ;;
   esac
@@ -56,24 +56,23 @@ fi
 echo "[lst] division: base $base, phase size $phase_size, from $train_json -> $output_dir"
 python tools/lst_prepare.py --train-json "$train_json" --base "$base" --phase-size "$phase_size" \
   --quota-rule "$quota_rule" --output-dir "$output_dir"
-last_phase=$(python -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["groups"]) - 1)' "$output_dir/phases.json")
+last_phase=$(python tools/lst_experiment.py "$output_dir" last-phase)
 
 launcher=(python)
 [ "$gpus" -gt 1 ] && launcher=(torchrun --standalone --nproc_per_node "$gpus")
 
 for phase in $(seq 0 "$last_phase"); do
-  dir="$output_dir/phase_$phase"
-  if compgen -G "$dir/inference/*/metrics.json" >/dev/null; then
+  if [ "$(python tools/lst_experiment.py "$output_dir" state "$phase")" = finished ]; then
     echo "[lst] phase $phase of $last_phase: done"
     continue
   fi
   echo "[lst] phase $phase of $last_phase: $(date +%H:%M:%S)"
   config=$(python tools/lst_phase_config.py --config-dir "$config_dir" --experiment-dir "$output_dir" \
     --phase "$phase" "${overrides[@]}")
-  if [ "$phase" -gt 0 ] && [ ! -f "$dir/model_init.pth" ]; then
-    num_classes=$(python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["MODEL"]["ROI_BOX_HEAD"]["NUM_CLASSES"])' "$config")
-    python tools/lst_expand.py --input "$output_dir/phase_$((phase - 1))/model_final.pth" \
-      --output "$dir/model_init.pth" --num-classes "$num_classes" --seed "$phase"
+  model_init=$(python tools/lst_experiment.py "$output_dir" path "$phase" model_init)
+  if [ "$phase" -gt 0 ] && [ ! -f "$model_init" ]; then
+    python tools/lst_expand.py --input "$(python tools/lst_experiment.py "$output_dir" path $((phase - 1)) model_final)" \
+      --output "$model_init" --config-file "$config" --seed "$phase"
   fi
   "${launcher[@]}" tools/train_net.py --config-file "$config"
 done

@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
     --lst-dir) lst_dir="$2"; shift 2 ;;
     --report-dir) report_dir="$2"; shift 2 ;;
     --gpus) gpus="$2"; shift 2 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "lst_scripts/$(basename "$0")"; exit 0 ;;
     --*) echo "table1.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) break ;;
   esac
@@ -87,16 +87,17 @@ for row in "${selected[@]}"; do
     if [ "$row" = lst_mwg ]; then
       experiment="${lst_dir}_mwg"
       mwg_opts=(MODEL.FEW_SHOT.ENABLED True)
-      if [ ! -d "$experiment/phase_0" ] && compgen -G "$lst_dir/phase_0/inference/*/metrics.json" >/dev/null; then
+      if [ -f "$lst_dir/phases.json" ] && [ "$(python tools/lst_experiment.py "$experiment" state 0)" = "not started" ] \
+        && [ "$(python tools/lst_experiment.py "$lst_dir" state 0)" = finished ]; then
         mkdir -p "$experiment"
         cp "$lst_dir/phases.json" "$experiment/"
-        cp -r "$lst_dir/phase_0" "$experiment/"
+        cp -r "$(python tools/lst_experiment.py "$lst_dir" path 0 dir)" "$experiment/"
       fi
     fi
     bash lst_scripts/run_phases.sh --config-dir "configs/$benchmark/lst" --output-dir "$experiment" \
       --gpus "$gpus" "${overrides[@]}" "${mwg_opts[@]}"
-    last_phase=$(python -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["groups"]) - 1)' "$experiment/phases.json")
-    report_rows+=(--row "${row_title[$row]}=$(ls "$experiment/phase_$last_phase"/inference/*/metrics.json)")
+    last_phase=$(python tools/lst_experiment.py "$experiment" last-phase)
+    report_rows+=(--row "${row_title[$row]}=$(python tools/lst_experiment.py "$experiment" path "$last_phase" metrics)")
     continue
   fi
   run_dir="$output_dir/$row"

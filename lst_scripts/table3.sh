@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
     --output-dir) output_dir="$2"; shift 2 ;;
     --report-dir) report_dir="$2"; shift 2 ;;
     --gpus) gpus="$2"; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "lst_scripts/$(basename "$0")"; exit 0 ;;
     --*) echo "table3.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) break ;;
   esac
@@ -48,6 +48,7 @@ else
 fi
 output_dir="${output_dir:-output/table3/$benchmark}"
 
+source lst_scripts/setup_env.sh
 report_rows=()
 for pair in $grid; do
   base="${pair%/*}"
@@ -56,13 +57,12 @@ for pair in $grid; do
   echo "[table3] b $base, phase size $phase_size -> $experiment"
   bash lst_scripts/run_phases.sh --config-dir "configs/$benchmark/lst" --output-dir "$experiment" \
     --gpus "$gpus" "${overrides[@]}" MODEL.LST.BASE_SIZE "$base" MODEL.LST.PHASE_SIZE "$phase_size"
-  num_phases=$(python -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["groups"]) - 1)' "$experiment/phases.json")
-  metrics=$(ls "$experiment/phase_$num_phases"/inference/*/metrics.json)
+  num_phases=$(python tools/lst_experiment.py "$experiment" last-phase)
+  metrics=$(python tools/lst_experiment.py "$experiment" path "$num_phases" metrics)
   phases_word=phases
   [ "$num_phases" = 1 ] && phases_word=phase
   report_rows+=(--row "b $base, phase size $phase_size ($num_phases $phases_word)=$metrics")
 done
 
-source .venv/bin/activate
 python tools/lst_report.py table1 --name table3 "${report_rows[@]}" --output-dir "$report_dir" \
   --title "Table 3 on $benchmark: base size and phase size (LST w/o MWG, final phase)"

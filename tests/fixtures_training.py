@@ -119,19 +119,19 @@ def write_random_phase1_experiment(directory, base=4, num_classes=7):
     """An LST experiment on a 32-image LVIS fixture (seed 1: base classes = categories 1-4, new =
     5 (2 images) and 6 (1 image)): phases.json, a random theta_0 as phase_0/model_final.pth and its
     expansion as phase_1/model_init.pth. Returns (experiment folder, catalog path, DatasetFixture)."""
-    from maskrcnn_benchmark.data.lst_phases import phase_dir, prepare_phases
-    from maskrcnn_benchmark.engine.phases import phase_config
+    from maskrcnn_benchmark.lst.experiment import Experiment
+    from maskrcnn_benchmark.lst.phase_config import phase_config
     from maskrcnn_benchmark.modeling.detector import build_detection_model
-    from maskrcnn_benchmark.modeling.roi_heads.box_head.expansion import expand_box_predictor
+    from maskrcnn_benchmark.lst.expansion import expand_box_predictor
 
     catalog, fixture = write_fixture_catalog(directory, num_images=32, seed=1)
     out = directory / "experiment"
-    prepare_phases(fixture.ann_file, base, num_classes - 1 - base, str(out))
+    Experiment(str(out)).prepare(fixture.ann_file, base, num_classes - 1 - base)
     cfg0 = phase_config(TEST_LST_CONFIGS, str(out), 0, ["PATHS_CATALOG", str(catalog)])
     seed_everything(0)
     theta0 = build_detection_model(cfg0).state_dict()
-    os.makedirs(phase_dir(str(out), 0), exist_ok=True)
-    torch.save({"model": theta0}, os.path.join(phase_dir(str(out), 0), "model_final.pth"))
+    os.makedirs(Experiment(str(out)).phase(0).dir, exist_ok=True)
+    torch.save({"model": theta0}, os.path.join(Experiment(str(out)).phase(0).dir, "model_final.pth"))
     expanded = expand_box_predictor(theta0, num_classes, generator=torch.Generator().manual_seed(1))
-    torch.save({"model": expanded}, os.path.join(phase_dir(str(out), 1), "model_init.pth"))
+    torch.save({"model": expanded}, os.path.join(Experiment(str(out)).phase(1).dir, "model_init.pth"))
     return out, str(catalog), fixture

@@ -18,9 +18,9 @@ from maskrcnn_benchmark.modeling.backbone.resnet import (
     ResNet,
     ResNetHead,
     StageSpec,
-    torchvision_resnet_to_body_state_dict,
 )
 from maskrcnn_benchmark.modeling.make_layers import conv_with_kaiming_uniform, get_group_gn, make_fc
+from maskrcnn_benchmark.utils.torchvision_model_loading import torchvision_resnet_to_body_state_dict
 
 CONFIG_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 

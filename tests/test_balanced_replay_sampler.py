@@ -12,13 +12,12 @@ from torch.utils.data.sampler import BatchSampler, Sampler
 
 from fixtures_data import write_lvis_fixture, write_paths_catalog
 from maskrcnn_benchmark.config import cfg
-from maskrcnn_benchmark.data import build, lst_phases, make_data_loader
+from maskrcnn_benchmark.data import build, make_data_loader
 from maskrcnn_benchmark.data.datasets import LVISDataset
-from maskrcnn_benchmark.data.samplers import (
-    BalancedReplaySampler,
-    GroupedBatchSampler,
-    IterationBasedBatchSampler,
-)
+from maskrcnn_benchmark.data.samplers import GroupedBatchSampler, IterationBasedBatchSampler
+from maskrcnn_benchmark.lst.experiment import Experiment
+from maskrcnn_benchmark.lst.phase import ResolvedPhase
+from maskrcnn_benchmark.lst.replay_sampler import BalancedReplaySampler
 from maskrcnn_benchmark.data.transforms import build_transforms
 
 NUM_OLD = 4
@@ -206,7 +205,7 @@ def experiment(tmp_path_factory):
     catalog = write_paths_catalog(str(directory / "paths_catalog.py"),
                                   {"lvis_fixture": ("LVISDataset", fixture)})
     output_dir = str(directory / "experiment")
-    phases, plans, _ = lst_phases.prepare_phases(fixture.ann_file, 3, 2, output_dir)
+    phases, plans, _ = Experiment(output_dir).prepare(fixture.ann_file, 3, 2)
     return {"catalog": catalog, "fixture": fixture, "output_dir": output_dir, "phases": phases,
             "plan": plans[1]}
 
@@ -245,13 +244,18 @@ def replay_cfg(experiment, *opts):
         "MODEL.LST.PHASE", 1,
         "MODEL.LST.NUM_OLD_CLASSES", len(phases["groups"][0]),
         "MODEL.LST.REPLAY_PLAN_FILE", experiment["output_dir"] + "/phase_1/replay_plan.json",
-        "MODEL.ROI_BOX_HEAD.NUM_CLASSES", lst_phases.num_classes(phases, 1),
+        "MODEL.ROI_BOX_HEAD.NUM_CLASSES", ResolvedPhase.from_phases(phases, 1).num_classes,
     ] + list(opts))
     return config
 
 
+def replay_loader(config, **kwargs):
+    """The training loader of a phase config, as tools/train_net.py builds it."""
+    return make_data_loader(config, is_train=True, **kwargs, **ResolvedPhase.from_config(config).data_loader_options(config))
+
+
 def test_training_loader_yields_active_labels(experiment):
-    loader = make_data_loader(replay_cfg(experiment), is_train=True)
+    loader = replay_loader(replay_cfg(experiment))
     sampler = loader.batch_sampler.batch_sampler.sampler
     assert isinstance(sampler, BalancedReplaySampler)
     to_label = loader.dataset.json_category_id_to_contiguous_id
@@ -274,14 +278,14 @@ def test_training_loader_yields_active_labels(experiment):
 
 
 @pytest.mark.parametrize("opts, match", [
-    (("MODEL.LST.NUM_OLD_CLASSES", 2), "NUM_OLD_CLASSES is 2 but phase 1 .* set it to 3"),
+    (("MODEL.LST.NUM_OLD_CLASSES", 2), "NUM_OLD_CLASSES is 2 but phase 1 .* set MODEL.LST.NUM_OLD_CLASSES to 3"),
     (("MODEL.LST.REPLAY_PLAN_FILE", "missing.json"), "Replay plan 'missing.json' not found"),
     (("MODEL.LST.REPLAY", "some"), "Unknown MODEL.LST.REPLAY 'some'"),
     (("DATASETS.TRAIN", ("lvis_fixture", "lvis_fixture")), "trains on one dataset"),
 ])
 def test_replay_configuration_errors(experiment, opts, match):
     with pytest.raises(ValueError, match=match):
-        make_data_loader(replay_cfg(experiment, *opts), is_train=True)
+        replay_loader(replay_cfg(experiment, *opts))
 
 
 def test_replay_all_needs_no_plan(experiment, monkeypatch):
@@ -289,7 +293,7 @@ def test_replay_all_needs_no_plan(experiment, monkeypatch):
     monkeypatch.setattr(build, "get_rank", lambda: 1)
     config = replay_cfg(experiment, "MODEL.LST.REPLAY", "all", "MODEL.LST.REPLAY_PLAN_FILE", "",
                         "SOLVER.IMS_PER_BATCH", 4)
-    loader = make_data_loader(config, is_train=True, is_distributed=True)
+    loader = replay_loader(config, is_distributed=True)
     sampler = loader.batch_sampler.batch_sampler.sampler
     assert (sampler.mode, sampler.num_replicas, sampler.rank, sampler.seed) == ("all", 2, 1, 5)
     assert sorted(sampler.epoch_entries(0)) == [(i, 0) for i in range(len(loader.dataset))]

@@ -149,9 +149,11 @@ def test_unknown_sampler_lists_the_valid_ones(catalog, tmp_path):
         assert valid in str(error.value)
 
 
-def test_balanced_replay_without_a_replay_plan_names_the_key(catalog, tmp_path):
+def test_balanced_replay_outside_an_lst_phase_names_the_keys(catalog, tmp_path):
+    import maskrcnn_benchmark.lst  # noqa: F401  (registers the sampler)
+
     config = make_cfg(catalog, tmp_path, "DATALOADER.SAMPLER", "BalancedReplaySampler")
-    with pytest.raises(ValueError, match="REPLAY_PLAN_FILE"):
+    with pytest.raises(ValueError, match="MODEL.LST.PHASES_FILE and MODEL.LST.PHASE"):
         make_data_loader(config, is_train=True)
 
 

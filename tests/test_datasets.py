@@ -27,11 +27,6 @@ from maskrcnn_benchmark.data.datasets import COCODataset, ConcatDataset, LVISDat
 DATASET_LOGGER = "maskrcnn_benchmark.data.datasets.coco"
 
 
-@pytest.fixture(scope="module")
-def coco_fixture(tmp_path_factory):
-    return write_coco_fixture(str(tmp_path_factory.mktemp("coco")))
-
-
 @pytest.fixture(scope="module", params=["v0.5", "v1"])
 def lvis_fixture(request, tmp_path_factory):
     return write_lvis_fixture(str(tmp_path_factory.mktemp("lvis")), version=request.param)

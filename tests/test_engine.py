@@ -68,7 +68,7 @@ class Run:
         do_train(
             self.cfg, self.model, data_loader or self.data_loader, data_loader_val, self.optimizer, self.scheduler,
             self.checkpointer, self.device, checkpoint_period or self.cfg.SOLVER.CHECKPOINT_PERIOD,
-            self.cfg.SOLVER.TEST_PERIOD, self.arguments, scaler=self.scaler,
+            self.cfg.SOLVER.TEST_PERIOD, self.arguments,
         )
 
 

@@ -18,18 +18,7 @@ from fixtures_training import (
     load_checkpoint,
     max_weight_difference,
     run_tool,
-    tool_env,
-    write_fixture_catalog,
-    write_seed_env_module,
 )
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("lst_chain")
-    catalog, fixture = write_fixture_catalog(directory)
-    env = tool_env(write_seed_env_module(directory))
-    return {"dir": directory, "catalog": str(catalog), "fixture": fixture, "env": env}
 
 
 def phase_config(workspace, experiment, phase):

@@ -13,11 +13,12 @@ from fixtures_training import check_ran, load_checkpoint, run_tool, tool_env, wr
 from maskrcnn_benchmark.config import cfg as default_cfg
 from maskrcnn_benchmark.data.transforms.transforms import RandomHorizontalFlip
 from maskrcnn_benchmark.modeling.detector import build_detection_model
-from maskrcnn_benchmark.modeling.roi_heads.box_head.distillation import (
+from maskrcnn_benchmark.lst.distillation import (
+    attach_distillation,
     build_distillation_teacher,
     distillation_loss,
 )
-from maskrcnn_benchmark.modeling.roi_heads.box_head.expansion import expand_box_predictor
+from maskrcnn_benchmark.lst.expansion import expand_box_predictor
 from maskrcnn_benchmark.solver import make_optimizer
 from maskrcnn_benchmark.structures.bounding_box import BoxList
 from maskrcnn_benchmark.structures.image_list import to_image_list
@@ -69,8 +70,14 @@ def phase_models(old_checkpoint, *opts):
     student = build_model(cfg, NUM_CLASSES, seed=1)
     old_state = torch.load(old_checkpoint, weights_only=True)["model"]
     load_state_dict(student, expand_box_predictor(old_state, NUM_CLASSES, generator=torch.Generator().manual_seed(0)))
-    student.set_distillation_teacher(build_distillation_teacher(cfg))
+    attach_distillation(student.to(cfg.MODEL.DEVICE), build_distillation_teacher(cfg))
     return student.train(), cfg
+
+
+def teacher_of(student):
+    """The teacher of the student's distillation loss hook."""
+    (hook,) = student.loss_hooks
+    return hook.teacher
 
 
 def make_images(num_images=2, seed=0):
@@ -91,7 +98,7 @@ def kd_loss(student, images, targets):
     """The student's loss_distill on ``images`` alone (no other head runs)."""
     images = to_image_list(images, 32)
     features = student.backbone(images.tensors)
-    return student.distillation_teacher.compute_loss(images, features, targets, student.roi_heads.box)
+    return teacher_of(student).compute_loss(images, features, targets, student.roi_heads.box)
 
 
 def perturb_box_head(student, seed=5):
@@ -152,7 +159,7 @@ def test_a_student_equal_to_the_teacher_gives_zero_and_a_perturbed_one_does_not(
 def test_the_loss_matches_a_hand_computation_on_the_two_models(old_checkpoint, loss, weight):
     student, _ = phase_models(old_checkpoint, "MODEL.LST.DISTILL.LOSS", loss, "MODEL.LST.DISTILL.WEIGHT", weight)
     perturb_box_head(student)
-    teacher = student.distillation_teacher
+    teacher = teacher_of(student)
     images = to_image_list(make_images(), 32)
     targets = [make_target([2, 5]), make_target([6, 1, 5])]
     new_boxes = [BoxList(t.bbox[t.get_field("labels") > NUM_OLD], t.size) for t in targets]
@@ -174,7 +181,7 @@ def test_only_images_with_new_class_boxes_reach_the_teacher(old_checkpoint):
     student, _ = phase_models(old_checkpoint)
     perturb_box_head(student)
     teacher_batches = []
-    student.distillation_teacher.backbone.register_forward_hook(
+    teacher_of(student).backbone.register_forward_hook(
         lambda module, inputs, output: teacher_batches.append(inputs[0].shape[0]))
     old_only, with_new = make_target([2, 3]), make_target([2, 5])
     images = make_images(3)
@@ -192,7 +199,7 @@ def test_only_images_with_new_class_boxes_reach_the_teacher(old_checkpoint):
 def test_a_batch_without_new_class_boxes_gives_a_connected_zero(old_checkpoint):
     student, _ = phase_models(old_checkpoint)
     calls = []
-    student.distillation_teacher.backbone.register_forward_hook(lambda *args: calls.append(1))
+    teacher_of(student).backbone.register_forward_hook(lambda *args: calls.append(1))
     loss = kd_loss(student, make_images(), [make_target([2, 3]), make_target([1])])
     assert loss.item() == 0.0 and loss.requires_grad and calls == []
     loss.backward()
@@ -210,7 +217,7 @@ def test_gradients_reach_fc6_fc7_and_the_old_classifier_rows_only(old_checkpoint
     assert torch.all(row_grad[1 : NUM_OLD + 1] > 0)
     assert torch.all(row_grad[0] == 0) and torch.all(row_grad[NUM_OLD + 1 :] == 0)
     assert box_head.predictor.bbox_pred.weight.grad is None
-    assert all(p.grad is None for p in student.distillation_teacher.parameters())
+    assert all(p.grad is None for p in teacher_of(student).parameters())
 
 
 def test_a_horizontally_flipped_batch_is_seen_flipped_by_both_models(old_checkpoint):
@@ -223,7 +230,7 @@ def test_a_horizontally_flipped_batch_is_seen_flipped_by_both_models(old_checkpo
 
     assert kd_loss(student, flipped_images, flipped_targets).item() == pytest.approx(0.0, abs=1e-6)
     # Stored unflipped logits (what an offline table without its flipped copy would give) would not match.
-    teacher = student.distillation_teacher
+    teacher = teacher_of(student)
     boxes = [BoxList(t.bbox[t.get_field("labels") > NUM_OLD], t.size) for t in targets]
     flipped_boxes = [BoxList(t.bbox[t.get_field("labels") > NUM_OLD], t.size) for t in flipped_targets]
     unflipped_logits = teacher(to_image_list(images, 32).tensors, boxes)
@@ -237,13 +244,13 @@ def test_a_horizontally_flipped_batch_is_seen_flipped_by_both_models(old_checkpo
 def test_the_teacher_is_frozen_and_outside_the_student(old_checkpoint):
     student, cfg = phase_models(old_checkpoint)
     plain = build_model(cfg, NUM_CLASSES, seed=1)
-    teacher = student.distillation_teacher
+    teacher = teacher_of(student)
     teacher_ids = {id(p) for p in teacher.parameters()}
 
     assert list(student.state_dict()) == list(plain.state_dict())
     assert not teacher_ids & {id(p) for p in student.parameters()}
     assert not teacher_ids & {id(t) for t in student.state_dict(keep_vars=True).values()}
-    assert "_distillation_teacher" not in dict(student.named_modules())
+    assert not any(module is teacher for module in student.modules())
     optimizer = make_optimizer(cfg, student)
     assert not teacher_ids & {id(p) for group in optimizer.param_groups for p in group["params"]}
     assert not any(p.requires_grad for p in teacher.parameters())
@@ -254,16 +261,16 @@ def test_the_teacher_is_frozen_and_outside_the_student(old_checkpoint):
 def test_the_teacher_has_the_old_models_weights(old_checkpoint):
     student, _ = phase_models(old_checkpoint)
     old_state = torch.load(old_checkpoint, weights_only=True)["model"]
-    for key, value in student.distillation_teacher.state_dict().items():
+    for key, value in teacher_of(student).state_dict().items():
         assert torch.equal(value, old_state["module." + key]), key
-    assert student.distillation_teacher.roi_heads["box"]["predictor"].cls_score.weight.shape[0] == NUM_OLD + 1
+    assert teacher_of(student).roi_heads["box"]["predictor"].cls_score.weight.shape[0] == NUM_OLD + 1
 
 
 def test_a_training_step_returns_loss_distill_and_updates_the_student(old_checkpoint):
     student, cfg = phase_models(old_checkpoint)
     perturb_box_head(student)
     optimizer = make_optimizer(cfg, student)
-    teacher_before = {k: v.clone() for k, v in student.distillation_teacher.state_dict().items()}
+    teacher_before = {k: v.clone() for k, v in teacher_of(student).state_dict().items()}
     fc7_before = student.roi_heads.box.feature_extractor.fc7.weight.detach().clone()
 
     losses = student(to_image_list(make_images(), 32), [make_target([2, 5]), make_target([1, 3])])
@@ -275,13 +282,13 @@ def test_a_training_step_returns_loss_distill_and_updates_the_student(old_checkp
     optimizer.step()
 
     assert not torch.equal(student.roi_heads.box.feature_extractor.fc7.weight, fc7_before)
-    assert all(torch.equal(v, teacher_before[k]) for k, v in student.distillation_teacher.state_dict().items())
+    assert all(torch.equal(v, teacher_before[k]) for k, v in teacher_of(student).state_dict().items())
 
 
 def test_evaluation_ignores_the_teacher(old_checkpoint):
     student, _ = phase_models(old_checkpoint)
     calls = []
-    student.distillation_teacher.backbone.register_forward_hook(lambda *args: calls.append(1))
+    teacher_of(student).backbone.register_forward_hook(lambda *args: calls.append(1))
     with torch.no_grad():
         student.eval()(to_image_list(make_images(), 32))
     assert calls == []
@@ -290,10 +297,7 @@ def test_evaluation_ignores_the_teacher(old_checkpoint):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_the_teacher_follows_the_student_to_the_gpu(old_checkpoint):
     student, _ = phase_models(old_checkpoint, "MODEL.DEVICE", "cuda")
-    teacher = student.distillation_teacher
-    student.set_distillation_teacher(None)
-    student.to("cuda")
-    student.set_distillation_teacher(teacher)
+    teacher = teacher_of(student)
     assert all(p.is_cuda for p in teacher.parameters())
     images = [image.cuda() for image in make_images()]
     targets = [make_target([2, 5]).to("cuda"), make_target([6]).to("cuda")]
@@ -334,7 +338,7 @@ def test_distillation_needs_the_cosine_predictor(old_checkpoint, tmp_path):
     teacher = build_distillation_teacher(make_cfg(old_checkpoint))
     linear_student = build_model(make_cfg("", *linear_opts), NUM_CLASSES, seed=0)
     with pytest.raises(ValueError, match="FPNCosinePredictor"):
-        linear_student.set_distillation_teacher(teacher)
+        attach_distillation(linear_student, teacher)
 
 
 def test_the_authors_logits_file_key_points_to_the_teacher_weight(tmp_path):

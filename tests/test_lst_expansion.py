@@ -10,7 +10,7 @@ import torch
 from fixtures_training import check_ran, load_checkpoint, run_tool, tool_env
 from maskrcnn_benchmark.config import cfg as default_cfg
 from maskrcnn_benchmark.modeling.detector import build_detection_model
-from maskrcnn_benchmark.modeling.roi_heads.box_head.expansion import expand_box_predictor
+from maskrcnn_benchmark.lst.expansion import expand_box_predictor
 from maskrcnn_benchmark.structures.bounding_box import BoxList
 from maskrcnn_benchmark.structures.image_list import to_image_list
 from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
@@ -187,3 +187,26 @@ def test_the_cli_reports_a_shrinking_request(tmp_path):
     assert result.returncode != 0
     assert "cls_score.weight with 5 rows to 3 classes" in result.stderr
     assert not (tmp_path / "out.pth").exists()
+
+
+def test_the_phase_config_sets_the_new_rows_spread(tmp_path):
+    """--config-file: NUM_CLASSES and MODEL.LST.NEW_ROW_INIT_STD_CLS / _BBOX of the phase's config."""
+    source = tmp_path / "model_final.pth"
+    torch.save({"model": build_model(OLD_CLASSES).state_dict()}, source)
+    spreads = {}
+    for std_cls in (0.01, 0.5):
+        config = tmp_path / "config_{}.yaml".format(std_cls)
+        config.write_text("_BASE_: {}\nMODEL:\n  ROI_BOX_HEAD:\n    NUM_CLASSES: {}\n  LST:\n"
+                          "    NEW_ROW_INIT_STD_CLS: {}\n    NEW_ROW_INIT_STD_BBOX: 0.2\n".format(
+                              LST_CONFIG, NEW_CLASSES, std_cls))
+        target = tmp_path / "model_init_{}.pth".format(std_cls)
+        check_ran(run_tool("lst_expand.py", ["--input", source, "--output", target, "--config-file", config],
+                           tool_env()))
+        model = load_checkpoint(target)["model"]
+        new_cls = model[PREDICTOR + "cls_score.weight"][OLD_CLASSES:]
+        new_bbox = model[PREDICTOR + "bbox_pred.weight"][4 * OLD_CLASSES:]
+        assert new_cls.shape[0] == NEW_CLASSES - OLD_CLASSES
+        assert new_bbox.std().item() == pytest.approx(0.2, rel=0.1)
+        spreads[std_cls] = new_cls.std().item()
+    assert spreads[0.01] == pytest.approx(0.01, rel=0.1)
+    assert spreads[0.5] == pytest.approx(0.5, rel=0.1)

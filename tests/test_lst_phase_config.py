@@ -1,4 +1,4 @@
-"""The per-phase configs of the LST chain (maskrcnn_benchmark/engine/phases.py, tools/lst_phase_config.py)."""
+"""The per-phase configs of the LST chain (maskrcnn_benchmark/lst/phase_config.py, tools/lst_phase_config.py)."""
 import json
 import os
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from maskrcnn_benchmark.engine.phases import phase_config
+from maskrcnn_benchmark.lst.phase_config import phase_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYNTHETIC_LST = os.path.join(REPO, "configs", "synthetic", "lst")
@@ -83,13 +83,38 @@ def test_missing_phase_and_missing_files_are_clear_errors(experiment, tmp_path_f
         phase_config(str(tmp_path_factory.mktemp("no_configs")), str(experiment), 1)
 
 
-def test_lvis_configs_follow_the_paper_division(experiment):
+def write_division(directory, num_categories, base, phase_size):
+    ids = list(range(1, num_categories + 1))
+    groups = [ids[:base]] + [ids[start:start + phase_size] for start in range(base, num_categories, phase_size)]
+    phases = {"sorted_category_ids": ids, "groups": groups, "base": base, "phase_size": phase_size}
+    (directory / "phases.json").write_text(json.dumps(phases))
+    return directory
+
+
+def test_lvis_configs_follow_the_paper_division(tmp_path):
+    experiment = write_division(tmp_path, 1230, 270, 160)
     config = phase_config(LVIS_LST, str(experiment), 1)
     assert (config.MODEL.LST.BASE_SIZE, config.MODEL.LST.PHASE_SIZE) == (270, 160)
     assert config.MODEL.BACKBONE.CONV_BODY == "R-50-FPN"
     assert config.MODEL.ROI_HEADS.DETECTIONS_PER_IMG == 300
     assert config.MODEL.ROI_HEADS.SCORE_THRESH == 0.0 and config.SOLVER.BASE_LR == 0.005
     assert phase_config(LVIS_LST, str(experiment), 0).MODEL.ROI_HEADS.SCORE_THRESH == 0.05
+
+
+def test_a_config_folder_with_another_division_is_refused(experiment):
+    with pytest.raises(ValueError, match=r"lvis/lst/phase0.yaml sets MODEL.LST.BASE_SIZE 270 but .*phases.json "
+                                         r"was divided with 24"):
+        phase_config(LVIS_LST, str(experiment), 0)
+
+
+def test_a_replay_plan_of_another_quota_rule_is_refused_naming_both_files(experiment):
+    plan = experiment / "phase_1" / "replay_plan.json"
+    plan.parent.mkdir()
+    plan.write_text(json.dumps({"quota_rule": "round", "n_c": 1.0, "old_classes": {}}))
+    with pytest.raises(ValueError, match=r"synthetic/lst/incremental.yaml sets MODEL.LST.REPLAY_QUOTA_RULE 'ceil' "
+                                         r"but .*phase_1/replay_plan.json was made with 'round'"):
+        phase_config(SYNTHETIC_LST, str(experiment), 1)
+    assert phase_config(SYNTHETIC_LST, str(experiment), 1, ["MODEL.LST.REPLAY_QUOTA_RULE", "round"])
 
 
 def test_cli_writes_a_config_that_train_net_can_merge(experiment):

@@ -1,4 +1,4 @@
-"""LST phases (data/lst_phases.py, tools/lst_prepare.py): the class division and the replay
+"""LST phases (data/division.py, tools/lst_prepare.py): the class division and the replay
 quotas on a hand-made annotation file (values computed by hand from the paper's definitions),
 the CLI's files and refusals, phase-restricted datasets, and evaluation restricted to a phase's
 categories (FastLVISEval against lvis-api's LVISEval with the same params.cat_ids)."""
@@ -14,7 +14,10 @@ from lvis import LVIS
 
 from fixtures_data import write_lvis_fixture, write_paths_catalog
 from maskrcnn_benchmark.config import cfg
-from maskrcnn_benchmark.data import lst_phases, make_data_loader
+from maskrcnn_benchmark.data import make_data_loader
+from maskrcnn_benchmark.lst import division
+from maskrcnn_benchmark.lst.experiment import Experiment
+from maskrcnn_benchmark.lst.phase import ResolvedPhase
 from maskrcnn_benchmark.data.datasets.evaluation import evaluate
 from maskrcnn_benchmark.data.datasets.evaluation.lvis.bins import ap_of_categories
 from maskrcnn_benchmark.data.datasets.evaluation.lvis.fast_eval import FastLVISEval
@@ -57,37 +60,37 @@ def train_json(tmp_path):
 
 # ---------------------------------------------------------------------------- division
 def test_division_sorts_by_instance_count_with_ties_by_id():
-    counts, images = lst_phases.category_statistics(hand_made_train())
+    counts, images = division.category_statistics(hand_made_train())
     assert counts == {9: 6, 2: 4, 5: 4, 3: 2, 1: 1, 8: 1, 7: 0}
     assert images == {9: 5, 2: 1, 5: 4, 3: 2, 1: 1, 8: 1, 7: 0}
-    phases = lst_phases.divide_categories(counts, base=2, phase_size=2)
+    phases = division.divide_categories(counts, base=2, phase_size=2)
     assert phases == {
         "sorted_category_ids": [9, 2, 5, 3, 1, 8, 7],
         "groups": [[9, 2], [5, 3], [1, 8], [7]],  # the last group is partial
         "base": 2,
         "phase_size": 2,
     }
-    assert lst_phases.seen_category_ids(phases, 0) == [9, 2]
-    assert lst_phases.seen_category_ids(phases, 2) == [9, 2, 5, 3, 1, 8]
-    assert lst_phases.old_category_ids(phases, 2) == [9, 2, 5, 3]
-    assert lst_phases.new_category_ids(phases, 2) == [1, 8]
-    assert [lst_phases.num_classes(phases, t) for t in range(4)] == [3, 5, 7, 8]
+    assert ResolvedPhase.from_phases(phases, 0).seen == [9, 2]
+    assert ResolvedPhase.from_phases(phases, 2).seen == [9, 2, 5, 3, 1, 8]
+    assert ResolvedPhase.from_phases(phases, 2).old == [9, 2, 5, 3]
+    assert ResolvedPhase.from_phases(phases, 2).new == [1, 8]
+    assert [ResolvedPhase.from_phases(phases, t).num_classes for t in range(4)] == [3, 5, 7, 8]
     with pytest.raises(ValueError, match="phases 0..3.*MODEL.LST.PHASE"):
-        lst_phases.seen_category_ids(phases, 4)
+        ResolvedPhase.from_phases(phases, 4).seen
 
 
 def test_phase_labels_are_positions_in_the_sorted_order(tmp_path):
     fixture = write_lvis_fixture(str(tmp_path), num_images=16)
-    counts, _ = lst_phases.category_statistics(fixture.data)
-    phases = lst_phases.divide_categories(counts, base=2, phase_size=3)
+    counts, _ = division.category_statistics(fixture.data)
+    phases = division.divide_categories(counts, base=2, phase_size=3)
     from maskrcnn_benchmark.data.datasets import LVISDataset
 
-    seen = lst_phases.seen_category_ids(phases, 1)
+    seen = ResolvedPhase.from_phases(phases, 1).seen
     dataset = LVISDataset(fixture.ann_file, fixture.root, True, category_ids=seen)
     assert dataset.json_category_id_to_contiguous_id == {c: k + 1 for k, c in enumerate(seen)}
     # The old labels are a prefix of the new ones.
     base = LVISDataset(fixture.ann_file, fixture.root, True,
-                       category_ids=lst_phases.seen_category_ids(phases, 0))
+                       category_ids=ResolvedPhase.from_phases(phases, 0).seen)
     for c, label in base.json_category_id_to_contiguous_id.items():
         assert dataset.json_category_id_to_contiguous_id[c] == label
 
@@ -97,32 +100,32 @@ def test_phase_labels_are_positions_in_the_sorted_order(tmp_path):
     (2, 0, "phase size 0"), (2, -3, "phase size"),
 ])
 def test_bad_division_arguments(base, phase_size, match):
-    counts, _ = lst_phases.category_statistics(hand_made_train())
+    counts, _ = division.category_statistics(hand_made_train())
     with pytest.raises(ValueError, match=match):
-        lst_phases.divide_categories(counts, base, phase_size)
+        division.divide_categories(counts, base, phase_size)
 
 
 def test_bad_training_files(tmp_path):
     with pytest.raises(ValueError, match="missing.json not found"):
-        lst_phases.load_train_annotations(str(tmp_path / "missing.json"))
+        division.load_train_annotations(str(tmp_path / "missing.json"))
     no_categories = tmp_path / "no_categories.json"
     no_categories.write_text(json.dumps({"images": [], "annotations": []}))
     with pytest.raises(ValueError, match="no_categories.json has no 'categories'"):
-        lst_phases.load_train_annotations(str(no_categories))
+        division.load_train_annotations(str(no_categories))
 
 
 def test_load_phases_validates(tmp_path):
     with pytest.raises(ValueError, match="lst_prepare.py"):
-        lst_phases.load_phases(str(tmp_path / "phases.json"))
-    counts, _ = lst_phases.category_statistics(hand_made_train())
-    phases = lst_phases.divide_categories(counts, 2, 2)
+        division.load_phases(str(tmp_path / "phases.json"))
+    counts, _ = division.category_statistics(hand_made_train())
+    phases = division.divide_categories(counts, 2, 2)
     path = tmp_path / "phases.json"
     path.write_text(json.dumps(phases))
-    assert lst_phases.load_phases(str(path)) == phases
+    assert division.load_phases(str(path)) == phases
     broken = dict(phases, groups=[[9, 2], [5, 3], [1, 8]])
     path.write_text(json.dumps(broken))
     with pytest.raises(ValueError, match="phases.json is not a valid phases file.*sorted"):
-        lst_phases.load_phases(str(path))
+        division.load_phases(str(path))
 
 
 # ---------------------------------------------------------------------------- replay plan
@@ -144,10 +147,10 @@ EXPECTED_PLANS = {
 
 @pytest.mark.parametrize("rule", ["ceil", "round"])
 def test_replay_quotas_follow_the_formula(rule):
-    counts, images = lst_phases.category_statistics(hand_made_train())
-    phases = lst_phases.divide_categories(counts, 2, 2)
+    counts, images = division.category_statistics(hand_made_train())
+    phases = division.divide_categories(counts, 2, 2)
     for phase, (n_c, old) in EXPECTED_PLANS[rule].items():
-        plan = lst_phases.make_replay_plan(phases, phase, counts, images, rule)
+        plan = division.make_replay_plan(phases, phase, counts, images, rule)
         assert plan["n_c"] == pytest.approx(n_c)
         assert list(plan["old_classes"]) == list(old)
         for category_id, (n_k, quota) in old.items():
@@ -155,27 +158,27 @@ def test_replay_quotas_follow_the_formula(rule):
             assert plan["old_classes"][category_id]["quota"] == quota
         assert plan["new_category_ids"] == phases["groups"][phase]
     with pytest.raises(ValueError, match="phase 0"):
-        lst_phases.make_replay_plan(phases, 0, counts, images, rule)
+        division.make_replay_plan(phases, 0, counts, images, rule)
 
 
 def test_quota_rules():
-    assert lst_phases.replay_quota(3.0, 1.2, "round") == 2  # 2.5 rounds to even
-    assert lst_phases.replay_quota(3.5, 1.0, "round") == 4
-    assert lst_phases.replay_quota(1.0, 10.0, "round") == 1  # at least one
-    assert lst_phases.replay_quota(6.0, 2.0, "ceil") == 3
+    assert division.replay_quota(3.0, 1.2, "round") == 2  # 2.5 rounds to even
+    assert division.replay_quota(3.5, 1.0, "round") == 4
+    assert division.replay_quota(1.0, 10.0, "round") == 1  # at least one
+    assert division.replay_quota(6.0, 2.0, "ceil") == 3
     with pytest.raises(ValueError, match="REPLAY_QUOTA_RULE"):
-        lst_phases.replay_quota(1.0, 1.0, "floor")
+        division.replay_quota(1.0, 1.0, "floor")
 
 
 def test_replay_quotas_by_label_checks_the_phase():
     plan = {"n_c": 3.0, "old_classes": {"9": {"n_k": 1.2, "quota": 3},
                                         "2": {"n_k": 4.0, "quota": 1}}}
     to_label = {9: 1, 2: 2, 5: 3, 3: 4}
-    assert lst_phases.replay_quotas_by_label(plan, to_label, 2) == {1: 3, 2: 1}
+    assert division.replay_quotas_by_label(plan, to_label, 2) == {1: 3, 2: 1}
     with pytest.raises(ValueError, match="plan.json: has no quota for old labels \\[3, 4\\]"):
-        lst_phases.replay_quotas_by_label(plan, to_label, 4, source="plan.json")
+        division.replay_quotas_by_label(plan, to_label, 4, source="plan.json")
     with pytest.raises(ValueError, match="old class 2 is not among the 1 old classes"):
-        lst_phases.replay_quotas_by_label(plan, to_label, 1)
+        division.replay_quotas_by_label(plan, to_label, 1)
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -211,10 +214,10 @@ def test_cli_writes_the_phase_files(tmp_path, train_json):
     assert sorted(_read_tree(str(out))) == [
         "phase_1/replay_plan.json", "phase_2/replay_plan.json", "phase_3/replay_plan.json",
         "phases.json"]
-    phases = lst_phases.load_phases(str(out / "phases.json"))
+    phases = division.load_phases(str(out / "phases.json"))
     assert phases["groups"] == [[9, 2], [5, 3], [1, 8], [7]]
     for phase, (n_c, old) in EXPECTED_PLANS["round"].items():
-        plan = lst_phases.load_replay_plan(str(out / "phase_{}".format(phase) / "replay_plan.json"))
+        plan = division.load_replay_plan(str(out / "phase_{}".format(phase) / "replay_plan.json"))
         assert plan["n_c"] == pytest.approx(n_c)
         assert {c: v["quota"] for c, v in plan["old_classes"].items()} == \
             {c: quota for c, (_, quota) in old.items()}
@@ -249,13 +252,13 @@ def phase_catalog(tmp_path_factory):
     fixture = write_lvis_fixture(str(directory), version="v1", num_images=24)
     catalog = write_paths_catalog(str(directory / "paths_catalog.py"),
                                   {"lvis_fixture": ("LVISDataset", fixture)})
-    lst_phases.prepare_phases(fixture.ann_file, 3, 2, str(directory / "experiment"))
+    Experiment(str(directory / "experiment")).prepare(fixture.ann_file, 3, 2)
     return catalog, str(directory / "experiment"), fixture
 
 
 def phase_cfg(phase_catalog, phase, *opts):
     catalog, experiment, _ = phase_catalog
-    phases = lst_phases.load_phases(os.path.join(experiment, "phases.json"))
+    phases = division.load_phases(os.path.join(experiment, "phases.json"))
     config = cfg.clone()
     config.merge_from_list([
         "PATHS_CATALOG", catalog, "OUTPUT_DIR", experiment,
@@ -265,17 +268,23 @@ def phase_cfg(phase_catalog, phase, *opts):
         "SOLVER.IMS_PER_BATCH", 2, "SOLVER.MAX_ITER", 6, "TEST.IMS_PER_BATCH", 2,
         "MODEL.LST.PHASES_FILE", os.path.join(experiment, "phases.json"),
         "MODEL.LST.PHASE", phase,
-        "MODEL.ROI_BOX_HEAD.NUM_CLASSES", lst_phases.num_classes(phases, phase),
+        "MODEL.ROI_BOX_HEAD.NUM_CLASSES", ResolvedPhase.from_phases(phases, phase).num_classes,
+        "MODEL.LST.NUM_OLD_CLASSES", ResolvedPhase.from_phases(phases, phase).num_old_classes,
     ] + list(opts))
     return config, phases
+
+
+def phase_options(config):
+    """make_data_loader's options of a phase config, as tools/train_net.py passes them."""
+    return ResolvedPhase.from_config(config).data_loader_options(config)
 
 
 @pytest.mark.parametrize("phase", [0, 1])
 def test_loaders_use_the_phase_categories(phase_catalog, phase):
     config, phases = phase_cfg(phase_catalog, phase)
-    seen = lst_phases.seen_category_ids(phases, phase)
-    train = make_data_loader(config, is_train=True)
-    (test,) = make_data_loader(config, is_train=False)
+    seen = ResolvedPhase.from_phases(phases, phase).seen
+    train = make_data_loader(config, is_train=True, **phase_options(config))
+    (test,) = make_data_loader(config, is_train=False, **phase_options(config))
     for dataset in (train.dataset, test.dataset):
         assert list(dataset.json_category_id_to_contiguous_id) == seen
         assert list(dataset.json_category_id_to_contiguous_id.values()) == \
@@ -288,15 +297,16 @@ def test_loaders_use_the_phase_categories(phase_catalog, phase):
 
 def test_num_classes_must_match_the_phase(phase_catalog):
     config, _ = phase_cfg(phase_catalog, 1, "MODEL.ROI_BOX_HEAD.NUM_CLASSES", 81)
-    with pytest.raises(ValueError, match="NUM_CLASSES is 81 but phase 1 .* set NUM_CLASSES to 6"):
-        make_data_loader(config, is_train=True)
+    with pytest.raises(ValueError, match="NUM_CLASSES is 81 but phase 1 .* set MODEL.ROI_BOX_HEAD.NUM_CLASSES to 6"):
+        ResolvedPhase.from_config(config)
 
 
 @pytest.mark.parametrize("phase, groups", [(0, ["all"]), (1, ["old", "new", "all"])])
 def test_lvis_evaluation_options_restrict_to_the_phase(phase_catalog, phase, groups):
     config, phases = phase_cfg(phase_catalog, phase)
-    options = lvis_evaluation_options(config)
-    seen = lst_phases.seen_category_ids(phases, phase)
+    resolved = ResolvedPhase.from_config(config)
+    options = lvis_evaluation_options(config, **resolved.evaluation_options())
+    seen = resolved.seen
     assert options["category_ids"] == seen
     assert list(options["category_groups"]) == groups
     assert options["category_groups"]["all"] == seen

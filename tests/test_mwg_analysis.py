@@ -24,11 +24,13 @@ from fixtures_training import (
 )
 from maskrcnn_benchmark.config import cfg as default_cfg
 from maskrcnn_benchmark.data import make_data_loader
-from maskrcnn_benchmark.data.lst_phases import divide_categories, phase_dir, prepare_phases
-from maskrcnn_benchmark.engine.episodic_trainer import GENERATOR_FILE_NAME
-from maskrcnn_benchmark.engine.mwg_analysis import load_mwg_phase, write_attention_tsne
-from maskrcnn_benchmark.engine.phases import phase_config
-from maskrcnn_benchmark.engine.report import ReportInputError, mwg_phase_rows, write_mwg_report
+from maskrcnn_benchmark.lst.division import divide_categories
+from maskrcnn_benchmark.lst.experiment import Experiment
+from maskrcnn_benchmark.lst.phase import ResolvedPhase
+from maskrcnn_benchmark.lst.experiment import GENERATOR_FILE_NAME
+from maskrcnn_benchmark.lst.mwg_analysis import load_mwg_phase, write_attention_tsne
+from maskrcnn_benchmark.lst.phase_config import phase_config
+from maskrcnn_benchmark.lst.report import ReportInputError, mwg_phase_rows, write_mwg_report
 from maskrcnn_benchmark.structures.bounding_box import BoxList
 from maskrcnn_benchmark.structures.image_list import to_image_list
 from maskrcnn_benchmark.utils.miscellaneous import save_config
@@ -86,7 +88,7 @@ def write_train_json(path):
 def make_experiment(root, train_json, per_category, new_ap, finished):
     """An experiment folder: phases.json (base 2, phase size 3) and phase_<t>/inference/val/
     metrics.json for t in ``finished`` with "groups"."new" = new_ap[t] and the per-category APs."""
-    prepare_phases(train_json, 2, 3, str(root))
+    Experiment(str(root)).prepare(train_json, 2, 3)
     for phase in finished:
         write_json(root / "phase_{}".format(phase) / "inference" / "val" / "metrics.json", {"segm": {
             "AP": 0.1, "groups": {"old": 0.2, "new": new_ap[phase], "all": 0.15},
@@ -176,7 +178,7 @@ def test_mwg_report_reads_the_train_json_from_the_phase_config(mwg_experiments, 
 def test_mwg_report_errors(mwg_experiments, tmp_path):
     train_json, with_dir, _ = mwg_experiments
     other = tmp_path / "other"
-    prepare_phases(train_json, 3, 3, str(other))
+    Experiment(str(other)).prepare(train_json, 3, 3)
     with pytest.raises(ReportInputError, match="divide the classes differently"):
         write_mwg_report(str(with_dir), str(other), str(tmp_path / "r"), train_json)
     with pytest.raises(ReportInputError, match="--train-json"):
@@ -214,10 +216,10 @@ def trained_mwg_phase(tmp_path_factory):
     out, catalog, fixture = write_random_phase1_experiment(tmp_path_factory.mktemp("mwg_analysis"), BASE,
                                                            NUM_CLASSES)
     cfg = phase_config(TEST_LST_CONFIGS, str(out), 1, ["PATHS_CATALOG", catalog, *MWG_OPTS])
-    save_config(cfg, os.path.join(phase_dir(str(out), 1), "config.yml"))
+    save_config(cfg, os.path.join(Experiment(str(out)).phase(1).dir, "config.yml"))
     seed_everything(0)
-    train_net_module().train(cfg, local_rank=0, distributed=False)
-    assert os.path.isfile(os.path.join(phase_dir(str(out), 1), GENERATOR_FILE_NAME))
+    train_net_module().train(cfg, 0, False, ResolvedPhase.from_config(cfg))
+    assert os.path.isfile(os.path.join(Experiment(str(out)).phase(1).dir, GENERATOR_FILE_NAME))
     return {"out": out, "cfg": cfg, "fixture": fixture}
 
 
@@ -288,7 +290,7 @@ def test_cli_attention_and_errors(trained_mwg_phase, tmp_path):
         failed = run_tool("lst_mwg_attention.py", "--experiment-dir", out, "--phase", phase)
         assert failed.returncode != 0 and "phases t >= 1 only" in failed.stderr, failed.stderr
     empty = tmp_path / "empty"
-    prepare_phases(trained_mwg_phase["fixture"].ann_file, BASE, 2, str(empty))
+    Experiment(str(empty)).prepare(trained_mwg_phase["fixture"].ann_file, BASE, 2)
     failed = run_tool("lst_mwg_attention.py", "--experiment-dir", empty)
     assert failed.returncode != 0 and "no finished MWG phase" in failed.stderr
 

@@ -27,10 +27,10 @@ from fixtures_training import (
     write_seed_env_module,
 )
 from maskrcnn_benchmark.config import cfg as default_cfg
-from maskrcnn_benchmark.data import make_data_loader
-from maskrcnn_benchmark.data.samplers import SupportSampler
-from maskrcnn_benchmark.data.samplers.support_sampler import class_images
-from maskrcnn_benchmark.engine.episodic_trainer import (
+from maskrcnn_benchmark.lst.phase import ResolvedPhase, make_phase_data_loader
+from maskrcnn_benchmark.lst.support_sampler import SupportSampler
+from maskrcnn_benchmark.lst.support_sampler import class_images
+from maskrcnn_benchmark.lst.episodic_trainer import (
     GENERATOR_CHECKPOINT_KEY,
     GENERATOR_FILE_NAME,
     build_episodic_weight_generator,
@@ -40,11 +40,11 @@ from maskrcnn_benchmark.engine.episodic_trainer import (
     support_roi_features,
     support_rois,
 )
-from maskrcnn_benchmark.engine.phases import phase_config
+from maskrcnn_benchmark.lst.phase_config import phase_config
 from maskrcnn_benchmark.modeling.detector import build_detection_model
-from maskrcnn_benchmark.modeling.roi_heads.box_head.distillation import build_distillation_teacher
+from maskrcnn_benchmark.lst.distillation import attach_distillation, build_distillation_teacher
 from maskrcnn_benchmark.modeling.roi_heads.box_head.roi_box_predictors import FPNCosinePredictor
-from maskrcnn_benchmark.modeling.weight_generator import build_weight_generator
+from maskrcnn_benchmark.lst.weight_generator import build_weight_generator
 from maskrcnn_benchmark.solver import make_optimizer
 from maskrcnn_benchmark.structures.bounding_box import BoxList
 from maskrcnn_benchmark.structures.image_list import to_image_list
@@ -231,7 +231,7 @@ def train_phase(cfg, seed=0):
     """tools/train_net.py's train() in this process, from generators seeded with ``seed``."""
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     seed_everything(seed)
-    return train_net_module().train(cfg, local_rank=0, distributed=False)
+    return train_net_module().train(cfg, 0, False, ResolvedPhase.from_config(cfg))
 
 
 def phase_model(cfg):
@@ -239,15 +239,15 @@ def phase_model(cfg):
     seed_everything(0)
     model = build_detection_model(cfg)
     load_state_dict(model, torch.load(cfg.MODEL.WEIGHT, weights_only=True)["model"])
-    model.set_distillation_teacher(build_distillation_teacher(cfg))
+    attach_distillation(model, build_distillation_teacher(cfg))
     optimizer = make_optimizer(cfg, model)
-    generator = build_episodic_weight_generator(cfg, model, optimizer)
+    generator = build_episodic_weight_generator(cfg, ResolvedPhase.from_config(cfg), model, optimizer)
     return model.train(), generator, optimizer
 
 
 def test_class_images_match_the_annotations(experiment, tmp_path):
     cfg = mwg_cfg(experiment, tmp_path)
-    dataset = make_data_loader(cfg, is_train=True).dataset
+    dataset = make_phase_data_loader(cfg, is_train=True).dataset
     images = class_images(dataset, [5, 6])
     data = experiment["fixture"].data
     phases = json.loads((experiment["out"] / "phases.json").read_text())
@@ -260,11 +260,11 @@ def test_mwg_configuration_errors(experiment, tmp_path):
     cfg0 = phase_config(TEST_LST_CONFIGS, str(experiment["out"]), 0,
                         ["PATHS_CATALOG", experiment["catalog"], "MODEL.FEW_SHOT.ENABLED", True])
     with pytest.raises(ValueError, match="incremental phases only"):
-        check_episodic_training(cfg0, build_detection_model(cfg0))
+        check_episodic_training(cfg0, ResolvedPhase.from_config(cfg0), build_detection_model(cfg0))
     cfg = mwg_cfg(experiment, tmp_path, "MODEL.ROI_BOX_HEAD.PREDICTOR", "FPNPredictor",
                   "MODEL.ROI_MASK_HEAD.USE_BBOX2MASK", False, "MODEL.ROI_MASK_HEAD.USE_MLPMASK", False)
     with pytest.raises(ValueError, match="FPNCosinePredictor"):
-        check_episodic_training(cfg, build_detection_model(cfg))
+        check_episodic_training(cfg, ResolvedPhase.from_config(cfg), build_detection_model(cfg))
     cfg = mwg_cfg(experiment, tmp_path, "MODEL.FEW_SHOT.GENERATOR_WEIGHT", str(tmp_path / "missing.pth"))
     with pytest.raises(FileNotFoundError, match="GENERATOR_WEIGHT"):
         phase_model(cfg)
@@ -273,7 +273,7 @@ def test_mwg_configuration_errors(experiment, tmp_path):
 def test_query_loss_reaches_the_generator_and_the_support_features(experiment, tmp_path):
     cfg = mwg_cfg(experiment, tmp_path)
     model, generator, _ = phase_model(cfg)
-    data_loader = make_data_loader(cfg, is_train=True)
+    data_loader = make_phase_data_loader(cfg, is_train=True)
     dataset = data_loader.dataset
     support_pairs = [(5, int(class_images(dataset, [5])[5][0])), (6, int(class_images(dataset, [6])[6][0]))]
     support_images, support_targets = load_support_batch(dataset, support_pairs, 32, torch.device("cpu"))
@@ -308,7 +308,7 @@ def test_support_features_of_an_image_come_from_that_image_when_an_earlier_one_i
     cfg = mwg_cfg(experiment, tmp_path, "MODEL.FEW_SHOT.SUPPORT_PROPOSALS", False)
     model, _, _ = phase_model(cfg)
     model.eval()
-    dataset = make_data_loader(cfg, is_train=True).dataset
+    dataset = make_phase_data_loader(cfg, is_train=True).dataset
     support_pairs = [(5, int(class_images(dataset, [5])[5][0])), (6, int(class_images(dataset, [6])[6][0]))]
     images, targets = load_support_batch(dataset, support_pairs, 32, torch.device("cpu"))
     with torch.no_grad():
@@ -357,7 +357,7 @@ def check_final_rows_are_generated_means(cfg, experiment):
     test_cfg = cfg.clone()
     test_cfg.defrost()
     test_cfg.DATASETS.TEST = cfg.DATASETS.TRAIN  # the training images, with test-time transforms
-    dataset = make_data_loader(test_cfg, is_train=False)[0].dataset
+    dataset = make_phase_data_loader(test_cfg, is_train=False)[0].dataset
     phases = json.loads((experiment["out"] / "phases.json").read_text())
     classifier = model.roi_heads.box.predictor.cls_score.weight
     annotations = experiment["fixture"].data["annotations"]
@@ -390,7 +390,7 @@ def test_final_checkpoint_predicts_as_the_trained_model_without_the_generator(mw
     plain = build_detection_model(plain_cfg).eval()
     Checkpointer(plain).load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
     trained.eval()
-    images, _, _ = next(iter(make_data_loader(cfg, is_train=False)[0]))
+    images, _, _ = next(iter(make_phase_data_loader(cfg, is_train=False)[0]))
     with torch.no_grad():
         expected, actual = trained(images), plain(images)
     assert sum(len(p) for p in expected) > 0

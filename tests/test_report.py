@@ -1,4 +1,4 @@
-"""maskrcnn_benchmark.engine.report and tools/lst_report.py: Table 1 and the LST phase report from
+"""maskrcnn_benchmark.lst.report and tools/lst_report.py: Table 1 and the LST phase report from
 hand-made metrics.json files (values, undefined cells, missing runs, plots, errors, the CLI)."""
 import json
 import math
@@ -9,7 +9,7 @@ import sys
 import pytest
 from PIL import Image
 
-from maskrcnn_benchmark.engine.report import (
+from maskrcnn_benchmark.lst.report import (
     PHASE_COLUMNS,
     TABLE1_COLUMNS,
     ReportInputError,

@@ -24,21 +24,9 @@ from fixtures_training import (
     max_weight_difference,
     run_tool,
     tiny_cfg,
-    tool_env,
-    write_fixture_catalog,
-    write_seed_env_module,
 )
 from maskrcnn_benchmark.data import make_data_loader
 from maskrcnn_benchmark.structures.bounding_box import BoxList
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    """The fixture data set, its catalog and a seeded environment for the tools."""
-    directory = tmp_path_factory.mktemp("tools")
-    catalog, fixture = write_fixture_catalog(directory)
-    env = tool_env(write_seed_env_module(directory))
-    return {"dir": directory, "catalog": catalog, "fixture": fixture, "env": env}
 
 
 def train_args(workspace, output_dir, *opts, skip_test=True):

@@ -7,7 +7,6 @@ import pytest
 import torch
 from PIL import Image
 
-from fixtures_data import write_coco_fixture
 from maskrcnn_benchmark.config import cfg
 from maskrcnn_benchmark.data.datasets import COCODataset
 from maskrcnn_benchmark.data.transforms import (
@@ -21,11 +20,6 @@ from maskrcnn_benchmark.data.transforms import (
     build_transforms,
 )
 from maskrcnn_benchmark.structures.bounding_box import BoxList
-
-
-@pytest.fixture(scope="module")
-def coco_fixture(tmp_path_factory):
-    return write_coco_fixture(str(tmp_path_factory.mktemp("coco")))
 
 
 # Upstream's rule (spec §5.4), worked by hand: shorter side -> size unless the longer side would

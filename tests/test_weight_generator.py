@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from maskrcnn_benchmark.config import cfg as default_cfg
 from maskrcnn_benchmark.modeling import registry
-from maskrcnn_benchmark.modeling.weight_generator import (
+from maskrcnn_benchmark.lst.weight_generator import (
     AttentionBasedGenerator,
     NovelWeightAccumulator,
     build_weight_generator,

@@ -1,9 +1,13 @@
 """Expand a checkpoint's box predictor for the next LST phase (paper §3.2; authors' get_finetune_pth.py).
 
+    python tools/lst_expand.py --input OLD.pth --output NEW.pth --config-file PHASE_CONFIG [--seed 0]
     python tools/lst_expand.py --input OLD.pth --output NEW.pth --num-classes N \
-        [--std-cls 0.01] [--std-bbox 0.001] [--seed 0] [--cls-agnostic-bbox-reg]
+        [--std-cls S] [--std-bbox S] [--seed 0] [--cls-agnostic-bbox-reg]
 
-N counts the classes of the expanded model, background included (its MODEL.ROI_BOX_HEAD.NUM_CLASSES).
+N counts the classes of the expanded model, background included. With --config-file (the new
+phase's config, e.g. OUT/phase_<t>/config.yml), N, the stds and the box-regression kind default to
+its MODEL.ROI_BOX_HEAD.NUM_CLASSES, MODEL.LST.NEW_ROW_INIT_STD_CLS / _BBOX and
+MODEL.CLS_AGNOSTIC_BBOX_REG; without it the stds default to those keys' defaults.
 The old classifier and box-regression rows are copied, the new ones drawn from N(0, std^2) (biases 0),
 everything else is kept. NEW.pth holds {"model": ...} only: the optimizer, scheduler, iteration and
 random states are dropped, so training the new phase starts at iteration 0. It is written atomically.
@@ -13,7 +17,9 @@ import logging
 
 import torch
 
-from maskrcnn_benchmark.modeling.roi_heads.box_head.expansion import expand_box_predictor
+from maskrcnn_benchmark.config import cfg as default_cfg
+from maskrcnn_benchmark.lst.expansion import expand_box_predictor
+from maskrcnn_benchmark.lst.phase_config import load_yaml_config
 from maskrcnn_benchmark.utils.miscellaneous import atomic_torch_save
 from maskrcnn_benchmark.utils.model_serialization import load_checkpoint_model
 
@@ -24,15 +30,31 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", required=True, help="checkpoint of the previous phase (.pth)")
     parser.add_argument("--output", required=True, help="expanded checkpoint to write (.pth)")
-    parser.add_argument("--num-classes", type=int, required=True,
-                        help="classes of the expanded model, background included")
-    parser.add_argument("--std-cls", type=float, default=0.01, help="std of the new classifier rows")
-    parser.add_argument("--std-bbox", type=float, default=0.001, help="std of the new box-regression rows")
+    parser.add_argument("--config-file", help="the new phase's config: defaults of the options below")
+    parser.add_argument("--num-classes", type=int,
+                        help="classes of the expanded model, background included (default: the config's "
+                             "MODEL.ROI_BOX_HEAD.NUM_CLASSES)")
+    parser.add_argument("--std-cls", type=float,
+                        help="std of the new classifier rows (default: MODEL.LST.NEW_ROW_INIT_STD_CLS)")
+    parser.add_argument("--std-bbox", type=float,
+                        help="std of the new box-regression rows (default: MODEL.LST.NEW_ROW_INIT_STD_BBOX)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the new rows' random draws")
     parser.add_argument("--cls-agnostic-bbox-reg", action="store_true",
                         help="the model uses MODEL.CLS_AGNOSTIC_BBOX_REG (only needed to tell a 2-class "
                              "model's 8 box-regression rows apart)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    config = load_yaml_config(args.config_file) if args.config_file else default_cfg
+    if args.num_classes is None:
+        if not args.config_file:
+            parser.error("give --num-classes or --config-file")
+        args.num_classes = config.MODEL.ROI_BOX_HEAD.NUM_CLASSES
+    if args.std_cls is None:
+        args.std_cls = config.MODEL.LST.NEW_ROW_INIT_STD_CLS
+    if args.std_bbox is None:
+        args.std_bbox = config.MODEL.LST.NEW_ROW_INIT_STD_BBOX
+    if args.config_file and config.MODEL.CLS_AGNOSTIC_BBOX_REG:
+        args.cls_agnostic_bbox_reg = True
+    return args
 
 
 def main(argv=None):

@@ -8,14 +8,14 @@ phase that has them), computes each new class's mean attention coefficients m ov
 classes on its support RoIs in its training images, and writes the t-SNE scatter plot (labelled
 with the class names of the training json) and, beside it, a .json of the attention vectors.
 KEY VALUE pairs override the phase's config (e.g. MODEL.DEVICE cpu). See
-maskrcnn_benchmark/engine/mwg_analysis.py.
+maskrcnn_benchmark/lst/mwg_analysis.py.
 """
 import argparse
 import logging
 import os
 import sys
 
-from maskrcnn_benchmark.engine.mwg_analysis import write_attention_tsne
+from maskrcnn_benchmark.lst.mwg_analysis import write_attention_tsne
 
 
 def main(argv=None):

@@ -4,19 +4,18 @@
         --phase t [KEY VALUE ...]
 
 The config is the folder's phase0.yaml (t = 0) or incremental.yaml (t >= 1), the overrides, and
-the keys derived from OUT/phases.json and the previous phase (maskrcnn_benchmark/engine/phases.py).
+the keys derived from OUT/phases.json and the previous phase (maskrcnn_benchmark/lst/phase_config.py).
 Train it with ``tools/train_net.py --config-file OUT/phase_<t>/config.yml``.
 
-``--describe`` prints, instead, what tools/lst_prepare.py needs from phase0.yaml:
-``BASE_SIZE PHASE_SIZE REPLAY_QUOTA_RULE TRAIN_ANNOTATION_FILE``.
+``--describe`` prints, instead, what tools/lst_prepare.py needs: ``BASE_SIZE PHASE_SIZE
+REPLAY_QUOTA_RULE TRAIN_ANNOTATION_FILE``, the division and the training file from phase0.yaml
+and the quota rule from incremental.yaml (the phases whose replay it plans).
 """
 import argparse
-import os
 import sys
 
-from maskrcnn_benchmark.engine.phases import (
-    load_yaml_config, phase_config, phase_dir, phase_yaml, train_annotation_file,
-)
+from maskrcnn_benchmark.lst.experiment import Experiment
+from maskrcnn_benchmark.lst.phase_config import load_yaml_config, phase_config, phase_yaml, train_annotation_file
 from maskrcnn_benchmark.utils.miscellaneous import save_config
 
 
@@ -32,15 +31,17 @@ def main(argv=None):
     try:
         if args.describe:
             config = load_yaml_config(phase_yaml(args.config_dir, 0), args.opts)
+            incremental = load_yaml_config(phase_yaml(args.config_dir, 1), args.opts)
             lst = config.MODEL.LST
-            print(lst.BASE_SIZE, lst.PHASE_SIZE, lst.REPLAY_QUOTA_RULE, train_annotation_file(config))
+            print(lst.BASE_SIZE, lst.PHASE_SIZE, incremental.MODEL.LST.REPLAY_QUOTA_RULE,
+                  train_annotation_file(config))
             return 0
         if args.experiment_dir is None or args.phase is None:
             parser.error("--experiment-dir and --phase are required (or --describe)")
         config = phase_config(args.config_dir, args.experiment_dir, args.phase, args.opts)
     except (FileNotFoundError, ValueError, KeyError) as error:
         sys.exit("error: {}".format(error.args[0] if error.args else error))
-    path = os.path.join(phase_dir(args.experiment_dir, args.phase), "config.yml")
+    path = Experiment(args.experiment_dir).phase(args.phase).config
     save_config(config, path)
     print(path)
     return 0

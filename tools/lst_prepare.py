@@ -11,7 +11,8 @@ would change (choose another DIR, or delete the old files to start over).
 import argparse
 import sys
 
-from maskrcnn_benchmark.data.lst_phases import QUOTA_RULES, prepare_phases
+from maskrcnn_benchmark.lst.division import QUOTA_RULES
+from maskrcnn_benchmark.lst.experiment import Experiment
 
 
 def parse_args(argv=None):
@@ -45,8 +46,8 @@ def summary_lines(phases, plans, instance_counts):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        phases, plans, instance_counts = prepare_phases(
-            args.train_json, args.base, args.phase_size, args.output_dir, args.quota_rule)
+        phases, plans, instance_counts = Experiment(args.output_dir).prepare(
+            args.train_json, args.base, args.phase_size, args.quota_rule)
     except ValueError as error:
         sys.exit("lst_prepare.py: error: {}".format(error))
     print("\n".join(summary_lines(phases, plans, instance_counts)))

@@ -26,7 +26,7 @@ import argparse
 import logging
 import sys
 
-from maskrcnn_benchmark.engine.report import write_mwg_report, write_phase_report, write_table1
+from maskrcnn_benchmark.lst.report import write_mwg_report, write_phase_report, write_table1
 
 
 def labelled_path(text):

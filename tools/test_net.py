@@ -14,6 +14,7 @@ import torch
 from maskrcnn_benchmark.config import cfg
 from maskrcnn_benchmark.engine.cli import add_common_arguments, init_distributed, load_config
 from maskrcnn_benchmark.engine.inference import run_test
+from maskrcnn_benchmark.lst import ResolvedPhase
 from maskrcnn_benchmark.modeling.detector import build_detection_model
 from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
 from maskrcnn_benchmark.utils.collect_env import collect_env_info
@@ -46,7 +47,9 @@ def main():
     ckpt = cfg.MODEL.WEIGHT if args.ckpt is None else args.ckpt
     checkpointer.load(ckpt, use_latest=args.ckpt is None)
 
-    run_test(cfg, model, distributed=num_processes > 1)
+    # An LST phase config is evaluated on the phase's classes, with the old / new / all groups.
+    phase = ResolvedPhase.from_config(cfg)
+    run_test(cfg, model, distributed=num_processes > 1, **(phase.evaluation_options() if phase is not None else {}))
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 

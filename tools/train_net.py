@@ -1,7 +1,9 @@
 """Train a detector: ``python tools/train_net.py --config-file CONFIG [KEY VALUE ...]``.
 
-With MODEL.FEW_SHOT.ENABLED (LST's incremental phases) training is episodic: see
-maskrcnn_benchmark/engine/episodic_trainer.py.
+An LST phase config (MODEL.LST.PHASES_FILE, written by tools/lst_phase_config.py) trains and
+evaluates on the phase's classes, with distillation (MODEL.LST.DISTILL), balanced replay
+(DATALOADER.SAMPLER "BalancedReplaySampler") and, with MODEL.FEW_SHOT.ENABLED, episodic training
+of the meta weight generator: see maskrcnn_benchmark/lst/.
 
 Multi-process (one process per GPU, or several on a CPU): ``torchrun --nproc_per_node N
 tools/train_net.py ...`` (or ``python -m torch.distributed.run``). Training resumes from
@@ -19,16 +21,19 @@ import torch
 from maskrcnn_benchmark.config import cfg
 from maskrcnn_benchmark.data import make_data_loader
 from maskrcnn_benchmark.engine.cli import add_common_arguments, init_distributed, load_config, log_run_info
-from maskrcnn_benchmark.engine.episodic_trainer import (
-    GENERATOR_CHECKPOINT_KEY,
-    build_episodic_weight_generator,
-    do_episodic_train,
-)
 from maskrcnn_benchmark.engine.inference import run_test
 from maskrcnn_benchmark.engine.mixed_precision import make_grad_scaler
-from maskrcnn_benchmark.engine.trainer import do_train
+from maskrcnn_benchmark.engine.trainer import default_hooks, do_train
+from maskrcnn_benchmark.lst import (
+    GENERATOR_CHECKPOINT_KEY,
+    EpisodicTrainer,
+    FinalNovelWeights,
+    ResolvedPhase,
+    attach_distillation,
+    build_distillation_teacher,
+    build_episodic_weight_generator,
+)
 from maskrcnn_benchmark.modeling.detector import build_detection_model
-from maskrcnn_benchmark.modeling.roi_heads.box_head.distillation import build_distillation_teacher
 from maskrcnn_benchmark.solver import make_lr_scheduler, make_optimizer
 from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
 from maskrcnn_benchmark.utils.comm import get_rank
@@ -36,19 +41,20 @@ from maskrcnn_benchmark.utils.logger import setup_logger
 from maskrcnn_benchmark.utils.miscellaneous import mkdir, save_config
 
 
-def train(cfg, local_rank, distributed):
+def train(cfg, local_rank, distributed, phase):
+    """Train the config's model; ``phase`` is the ResolvedPhase of an LST phase config, or None."""
     model = build_detection_model(cfg)
     device = torch.device(cfg.MODEL.DEVICE)
     model.to(device)
     if cfg.MODEL.LST.DISTILL.ENABLED:
-        # The frozen previous-phase model; not a submodule, so outside the optimizer, DDP and checkpoints.
-        model.set_distillation_teacher(build_distillation_teacher(cfg))
+        # The frozen previous-phase model, owned by a loss hook: outside the optimizer, DDP and checkpoints.
+        attach_distillation(model, build_distillation_teacher(cfg))
 
     optimizer = make_optimizer(cfg, model)
     weight_generator = None
     if cfg.MODEL.FEW_SHOT.ENABLED:
         # LST's meta weight generator: outside the model (and DDP), its parameters in the optimizer.
-        weight_generator = build_episodic_weight_generator(cfg, model, optimizer)
+        weight_generator = build_episodic_weight_generator(cfg, phase, model, optimizer)
     scheduler = make_lr_scheduler(cfg, optimizer)
     scaler = make_grad_scaler(cfg.DTYPE, device)
 
@@ -72,20 +78,26 @@ def train(cfg, local_rank, distributed):
     if "scaler" in arguments:  # a float16 checkpoint resumed with another DTYPE
         del arguments["scaler"]
 
+    loader_options = phase.data_loader_options(cfg) if phase is not None else {}
     data_loader = make_data_loader(
-        cfg, is_train=True, is_distributed=distributed, start_iter=arguments["iteration"]
+        cfg, is_train=True, is_distributed=distributed, start_iter=arguments["iteration"], **loader_options
     )
     test_period = cfg.SOLVER.TEST_PERIOD
     data_loader_val = None
     if test_period > 0:
-        data_loader_val = make_data_loader(cfg, is_train=False, is_distributed=distributed, is_for_period=True)
+        data_loader_val = make_data_loader(cfg, is_train=False, is_distributed=distributed, is_for_period=True,
+                                           category_ids=loader_options.get("category_ids"))
 
-    loop_arguments = (data_loader, data_loader_val, optimizer, scheduler, checkpointer, device,
-                      cfg.SOLVER.CHECKPOINT_PERIOD, test_period, arguments)
     if weight_generator is not None:
-        do_episodic_train(cfg, model, weight_generator, *loop_arguments, scaler=scaler)
+        trainer = EpisodicTrainer(cfg, model, weight_generator, phase, data_loader, optimizer, scheduler,
+                                  checkpointer, device, arguments)
+        trainer.register_hooks(default_hooks(cfg.SOLVER.CHECKPOINT_PERIOD, test_period, data_loader_val,
+                                             final_checkpoint=False))
+        trainer.register_hooks([FinalNovelWeights()])
+        trainer.train()
     else:
-        do_train(cfg, model, *loop_arguments, scaler=scaler)
+        do_train(cfg, model, data_loader, data_loader_val, optimizer, scheduler, checkpointer, device,
+                 cfg.SOLVER.CHECKPOINT_PERIOD, test_period, arguments)
     return model
 
 
@@ -107,9 +119,10 @@ def main():
     logger.info("Saving config into: %s", output_config_path)
     save_config(cfg, output_config_path)
 
-    model = train(cfg, local_rank, distributed)
+    phase = ResolvedPhase.from_config(cfg)
+    model = train(cfg, local_rank, distributed, phase)
     if not args.skip_test:
-        run_test(cfg, model, distributed)
+        run_test(cfg, model, distributed, **(phase.evaluation_options() if phase is not None else {}))
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 

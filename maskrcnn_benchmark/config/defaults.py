@@ -322,7 +322,7 @@ _C.MODEL.LST.DISTILL.TEACHER_WEIGHT = ""
 # ---------------------------------------------------------------------------
 # LST: meta weight generator (paper §3.4, Eq. 3; Gidaris & Komodakis attention generator).
 # Off by default. When on (phases t >= 1 only, with FPNCosinePredictor), training is episodic
-# (maskrcnn_benchmark/engine/episodic_trainer.py): each iteration generates classifier rows for
+# (maskrcnn_benchmark/lst/episodic_trainer.py): each iteration generates classifier rows for
 # CLASSES_PER_EPISODE new classes from one support image each, scores the next training batch with
 # those rows in place of the classes' own, and updates generator and network together. At the end
 # of the phase each new class's row is the mean of the weights generated from all its support images;

@@ -5,11 +5,12 @@ images per process, SOLVER.MAX_ITER iterations, resumable at ``start_iter``. Tes
 per DATASETS.TEST entry, TEST.IMS_PER_BATCH / world size images per process, one pass.
 
 Additions to upstream:
-* DATALOADER.SAMPLER selects the training sampler ("" = upstream's, the LST baselines'
-  "RepeatFactorSampler" / "ClassAwareSampler", or LST's "BalancedReplaySampler", whose batches
-  hold (index, active label) pairs).
-* With MODEL.LST.PHASES_FILE, LVIS-format datasets are restricted to the categories seen up to
-  MODEL.LST.PHASE, labelled in the phases' order (see data/lst_phases.py).
+* DATALOADER.SAMPLER selects the training sampler by its name in ``TRAIN_SAMPLERS`` ("" =
+  upstream's; "RepeatFactorSampler", "ClassAwareSampler"). A method package registers its own
+  (maskrcnn_benchmark.lst registers "BalancedReplaySampler", whose batches hold (index, active
+  label) pairs) and passes what it needs through ``sampler_options``.
+* ``category_ids`` restricts LVIS-format datasets to a label space (e.g. an LST phase's seen
+  categories), labelled in that order.
 * Every training sampler is seeded from DATALOADER.SEED, the default one included (a seeded
   permutation per epoch, where upstream used an unseeded RandomSampler on a single process), and
   resuming at ``start_iter`` yields exactly the index batches an uninterrupted run yields at
@@ -23,15 +24,27 @@ import torch.utils.data
 from maskrcnn_benchmark.utils.comm import get_rank, get_world_size
 from maskrcnn_benchmark.utils.imports import import_file
 from maskrcnn_benchmark.utils.miscellaneous import save_labels
+from maskrcnn_benchmark.utils.registry import Registry
 
 from . import datasets as D
-from . import lst_phases
 from . import samplers
 from .collate_batch import BatchCollator
 from .transforms import build_transforms
 
-# DATALOADER.SAMPLER values: "" is upstream's random (or distributed) sampler.
-TRAIN_SAMPLERS = ("", "RepeatFactorSampler", "ClassAwareSampler", "BalancedReplaySampler")
+# DATALOADER.SAMPLER values besides "" (upstream's random or distributed sampler): name ->
+# builder(cfg, dataset, num_replicas, rank, **sampler_options) -> Sampler of training indices.
+TRAIN_SAMPLERS = Registry("DATALOADER.SAMPLER")
+
+
+@TRAIN_SAMPLERS.register("RepeatFactorSampler")
+def build_repeat_factor_sampler(cfg, dataset, num_replicas, rank):
+    return samplers.RepeatFactorSampler(dataset, cfg.DATALOADER.REPEAT_THRESHOLD, num_replicas=num_replicas,
+                                        rank=rank, seed=cfg.DATALOADER.SEED)
+
+
+@TRAIN_SAMPLERS.register("ClassAwareSampler")
+def build_class_aware_sampler(cfg, dataset, num_replicas, rank):
+    return samplers.ClassAwareSampler(dataset, num_replicas=num_replicas, rank=rank, seed=cfg.DATALOADER.SEED)
 
 # Dataset classes that take remove_images_without_annotations (set to is_train).
 _FILTERING_DATASETS = ("COCODataset", "LVISDataset")
@@ -81,8 +94,8 @@ def build_dataset(dataset_list, transforms, dataset_catalog, is_train=True, cate
         if category_ids is not None:
             if factory_name not in _CATEGORY_SUBSET_DATASETS:
                 raise ValueError(
-                    "Dataset '{}' ({}) cannot be restricted to an LST phase's categories; "
-                    "MODEL.LST.PHASES_FILE needs LVIS-format datasets ({}).".format(
+                    "Dataset '{}' ({}) cannot be restricted to a subset of its categories (an LST "
+                    "phase's, for instance); only LVIS-format datasets can ({}).".format(
                         dataset_name, factory_name, ", ".join(_CATEGORY_SUBSET_DATASETS)
                     )
                 )
@@ -97,57 +110,43 @@ def build_dataset(dataset_list, transforms, dataset_catalog, is_train=True, cate
 
 
 def check_sampler_name(sampler_name):
-    """ValueError for an unknown DATALOADER.SAMPLER."""
-    if sampler_name not in TRAIN_SAMPLERS:
+    """ValueError for a DATALOADER.SAMPLER that is neither "" nor registered."""
+    if sampler_name and sampler_name not in TRAIN_SAMPLERS:
         raise ValueError(
-            "Unknown DATALOADER.SAMPLER {!r}; valid values: {}".format(
-                sampler_name, ", ".join(repr(s) for s in TRAIN_SAMPLERS)
+            "Unknown DATALOADER.SAMPLER {!r}; valid values: {}. A method's samplers are registered when "
+            "its package is imported (import maskrcnn_benchmark.lst for \"BalancedReplaySampler\"; "
+            "tools/train_net.py does).".format(
+                sampler_name, ", ".join(repr(s) for s in ("", *sorted(TRAIN_SAMPLERS)))
             )
         )
 
 
-def make_data_sampler(
-    dataset,
-    shuffle,
-    distributed,
-    sampler_name="",
-    seed=0,
-    repeat_threshold=0.001,
-    num_old_classes=0,
-    replay_quotas=None,
-    replay_mode="balanced",
-):
-    """The sampler of dataset indices (of (index, active label) pairs for
-    BalancedReplaySampler).
+def make_data_sampler(dataset, shuffle, distributed, seed=0):
+    """Upstream's sampler of dataset indices: a seeded shuffle (or its shard of the processes'),
+    else the sequence.
 
     Arguments:
         shuffle (bool): True in training.
         distributed (bool): shard over the torch.distributed processes.
-        sampler_name (str): DATALOADER.SAMPLER (training only).
-        seed (int): DATALOADER.SEED, for every shuffling sampler.
-        repeat_threshold (float): DATALOADER.REPEAT_THRESHOLD (RepeatFactorSampler).
-        num_old_classes (int), replay_quotas (dict old label -> quota), replay_mode (str):
-            MODEL.LST.NUM_OLD_CLASSES, the replay plan's quotas and MODEL.LST.REPLAY
-            (BalancedReplaySampler).
+        seed (int): DATALOADER.SEED.
     """
-    check_sampler_name(sampler_name)
-    num_replicas, rank = (get_world_size(), get_rank()) if distributed else (1, 0)
-    if sampler_name == "BalancedReplaySampler":
-        return samplers.BalancedReplaySampler(
-            dataset, num_old_classes, replay_quotas, replay_mode,
-            num_replicas=num_replicas, rank=rank, seed=seed,
-        )
-    if sampler_name == "RepeatFactorSampler":
-        return samplers.RepeatFactorSampler(
-            dataset, repeat_threshold, num_replicas=num_replicas, rank=rank, seed=seed
-        )
-    if sampler_name == "ClassAwareSampler":
-        return samplers.ClassAwareSampler(dataset, num_replicas=num_replicas, rank=rank, seed=seed)
     if distributed or shuffle:
+        num_replicas, rank = (get_world_size(), get_rank()) if distributed else (1, 0)
         return samplers.DistributedSampler(
             dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed
         )
     return torch.utils.data.sampler.SequentialSampler(dataset)
+
+
+def make_train_sampler(cfg, dataset, distributed, sampler_options=None):
+    """The training sampler of DATALOADER.SAMPLER: upstream's for "", else the registered
+    builder's, called with ``sampler_options`` as keyword arguments."""
+    name = cfg.DATALOADER.SAMPLER
+    check_sampler_name(name)
+    if not name:
+        return make_data_sampler(dataset, True, distributed, seed=cfg.DATALOADER.SEED)
+    num_replicas, rank = (get_world_size(), get_rank()) if distributed else (1, 0)
+    return TRAIN_SAMPLERS[name](cfg, dataset, num_replicas, rank, **(sampler_options or {}))
 
 
 def _quantize(values, bins):
@@ -187,69 +186,6 @@ def make_batch_data_sampler(
     return batch_sampler
 
 
-def phase_category_ids(cfg):
-    """The categories of MODEL.LST.PHASE (groups[0..PHASE] of MODEL.LST.PHASES_FILE, in label
-    order), or None without a phases file. Checks MODEL.ROI_BOX_HEAD.NUM_CLASSES against them."""
-    if not cfg.MODEL.LST.PHASES_FILE:
-        return None
-    phases = lst_phases.load_phases(cfg.MODEL.LST.PHASES_FILE)
-    phase = cfg.MODEL.LST.PHASE
-    category_ids = lst_phases.seen_category_ids(phases, phase)
-    expected = lst_phases.num_classes(phases, phase)
-    if cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES != expected:
-        raise ValueError(
-            "MODEL.ROI_BOX_HEAD.NUM_CLASSES is {} but phase {} of {} has {} classes (background "
-            "+ {} categories); set NUM_CLASSES to {}.".format(
-                cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES, phase, cfg.MODEL.LST.PHASES_FILE, expected,
-                expected - 1, expected,
-            )
-        )
-    return category_ids
-
-
-def _load_replay_plan(cfg):
-    """Check the balanced-replay settings (one training dataset, MODEL.LST.REPLAY,
-    NUM_OLD_CLASSES against the phases file) before the datasets are loaded; returns the
-    replay plan dict for REPLAY "balanced", else None."""
-    lst = cfg.MODEL.LST
-    if len(cfg.DATASETS.TRAIN) != 1:
-        raise ValueError(
-            "BalancedReplaySampler trains on one dataset, but DATASETS.TRAIN names {}: merge "
-            "them into one annotation file.".format(len(cfg.DATASETS.TRAIN))
-        )
-    if lst.REPLAY not in samplers.balanced_replay_sampler.REPLAY_MODES:
-        raise ValueError(
-            "Unknown MODEL.LST.REPLAY {!r}; valid values: {}".format(
-                lst.REPLAY, ", ".join(samplers.balanced_replay_sampler.REPLAY_MODES)
-            )
-        )
-    if lst.PHASES_FILE:
-        phases = lst_phases.load_phases(lst.PHASES_FILE)
-        expected = len(lst_phases.old_category_ids(phases, lst.PHASE))
-        if lst.NUM_OLD_CLASSES != expected:
-            raise ValueError(
-                "MODEL.LST.NUM_OLD_CLASSES is {} but phase {} of {} has {} old classes; set it "
-                "to {}.".format(lst.NUM_OLD_CLASSES, lst.PHASE, lst.PHASES_FILE, expected,
-                                expected)
-            )
-    if lst.REPLAY != "balanced":
-        return None
-    return lst_phases.load_replay_plan(lst.REPLAY_PLAN_FILE)
-
-
-def _replay_options(cfg, dataset, replay_plan):
-    """make_data_sampler's BalancedReplaySampler arguments: the replay plan's quotas mapped to
-    the dataset's training labels."""
-    lst = cfg.MODEL.LST
-    options = {"num_old_classes": lst.NUM_OLD_CLASSES, "replay_mode": lst.REPLAY}
-    if replay_plan is not None:
-        options["replay_quotas"] = lst_phases.replay_quotas_by_label(
-            replay_plan, dataset.json_category_id_to_contiguous_id, lst.NUM_OLD_CLASSES,
-            source=lst.REPLAY_PLAN_FILE,
-        )
-    return options
-
-
 def _images_per_process(images_per_batch, key, num_processes):
     if images_per_batch <= 0 or images_per_batch % num_processes != 0:
         raise ValueError(
@@ -259,12 +195,14 @@ def _images_per_process(images_per_batch, key, num_processes):
     return images_per_batch // num_processes
 
 
-def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0, is_for_period=False):
+def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0, is_for_period=False,
+                     category_ids=None, sampler_options=None):
     """DataLoader(s) of (ImageList, tuple of BoxList targets, tuple of dataset indices).
 
     Returns one loader in training (and with ``is_for_period``, the periodic validation during
     training, whose dataset is filtered like a training set), else a list with one loader per
-    DATASETS.TEST entry.
+    DATASETS.TEST entry. ``category_ids``: the label space of every dataset (see build_dataset);
+    ``sampler_options``: keyword arguments of the registered training sampler's builder.
     """
     num_processes = get_world_size()
     if is_train:
@@ -289,9 +227,6 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0, is_
             )
     # Configuration checks before the (slow) dataset loading.
     check_sampler_name(sampler_name)
-    category_ids = phase_category_ids(cfg)
-    replay = sampler_name == "BalancedReplaySampler"
-    replay_plan = _load_replay_plan(cfg) if replay else None
 
     if images_per_gpu > 1:
         logging.getLogger(__name__).warning(
@@ -315,16 +250,10 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0, is_
 
     data_loaders = []
     for dataset in datasets:
-        replay_options = _replay_options(cfg, dataset, replay_plan) if replay else {}
-        sampler = make_data_sampler(
-            dataset,
-            shuffle,
-            is_distributed,
-            sampler_name,
-            seed=cfg.DATALOADER.SEED,
-            repeat_threshold=cfg.DATALOADER.REPEAT_THRESHOLD,
-            **replay_options,
-        )
+        if is_train:
+            sampler = make_train_sampler(cfg, dataset, is_distributed, sampler_options)
+        else:
+            sampler = make_data_sampler(dataset, shuffle, is_distributed, seed=cfg.DATALOADER.SEED)
         batch_sampler = make_batch_data_sampler(
             dataset, sampler, aspect_grouping, images_per_gpu, num_iters, start_iter
         )

@@ -10,7 +10,7 @@ import os
 import torch
 from tqdm import tqdm
 
-from maskrcnn_benchmark.data import lst_phases, make_data_loader
+from maskrcnn_benchmark.data import make_data_loader
 from maskrcnn_benchmark.data.datasets.evaluation import evaluate
 from maskrcnn_benchmark.utils.comm import gather, get_world_size, is_main_process, synchronize
 from maskrcnn_benchmark.utils.imports import import_file
@@ -159,24 +159,17 @@ def inference(
     )
 
 
-def lvis_evaluation_options(cfg):
+def lvis_evaluation_options(cfg, category_ids=None, category_groups=None):
     """LVIS evaluator options from the config: TEST.LVIS_MAX_DETS detections per image, the
     training annotations (for the paper's instance-count bins) when DATASETS.TRAIN is one
-    dataset, and with MODEL.LST.PHASES_FILE the categories seen by MODEL.LST.PHASE (the only ones
-    evaluated) and the AP groups "old" (groups[0..t-1]), "new" (groups[t]) and "all" (seen; only
-    "all" in phase 0)."""
+    dataset, and, when given, the only categories evaluated (``category_ids``, e.g. an LST
+    phase's seen classes) and named AP groups of them (``category_groups``, e.g. "old", "new",
+    "all")."""
     options = {"max_dets": cfg.TEST.LVIS_MAX_DETS}
-    if cfg.MODEL.LST.PHASES_FILE:
-        phases = lst_phases.load_phases(cfg.MODEL.LST.PHASES_FILE)
-        phase = cfg.MODEL.LST.PHASE
-        seen = lst_phases.seen_category_ids(phases, phase)
-        options["category_ids"] = seen
-        groups = {}
-        if phase > 0:
-            groups["old"] = lst_phases.old_category_ids(phases, phase)
-            groups["new"] = lst_phases.new_category_ids(phases, phase)
-        groups["all"] = seen
-        options["category_groups"] = groups
+    if category_ids is not None:
+        options["category_ids"] = list(category_ids)
+    if category_groups is not None:
+        options["category_groups"] = {name: list(ids) for name, ids in category_groups.items()}
     if len(cfg.DATASETS.TRAIN) == 1:
         catalog = import_file("maskrcnn_benchmark.config.paths_catalog", cfg.PATHS_CATALOG).DatasetCatalog
         train_annotations = catalog.get(cfg.DATASETS.TRAIN[0])["args"]["ann_file"]
@@ -190,8 +183,11 @@ def iou_types_of(cfg):
     return ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
 
 
-def run_test(cfg, model, distributed):
+def run_test(cfg, model, distributed, category_ids=None, category_groups=None):
     """Evaluate ``model`` on every DATASETS.TEST entry, writing to OUTPUT_DIR/inference/<name>/.
+
+    ``category_ids`` restricts the datasets (and the evaluation) to those categories, in label
+    order; ``category_groups`` adds the AP of named groups of them (LVIS evaluation).
 
     Returns the evaluation results (one per dataset) on rank 0, Nones on the other ranks.
     """
@@ -205,7 +201,7 @@ def run_test(cfg, model, distributed):
         for idx, dataset_name in enumerate(dataset_names):
             output_folders[idx] = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
             mkdir(output_folders[idx])
-    data_loaders_val = make_data_loader(cfg, is_train=False, is_distributed=distributed)
+    data_loaders_val = make_data_loader(cfg, is_train=False, is_distributed=distributed, category_ids=category_ids)
     results = []
     for output_folder, dataset_name, data_loader_val in zip(output_folders, dataset_names, data_loaders_val):
         results.append(
@@ -222,7 +218,8 @@ def run_test(cfg, model, distributed):
                 output_folder=output_folder,
                 dtype=cfg.DTYPE,
                 evaluation_options=(
-                    lvis_evaluation_options(cfg) if type(data_loader_val.dataset).__name__ == "LVISDataset" else None
+                    lvis_evaluation_options(cfg, category_ids, category_groups)
+                    if type(data_loader_val.dataset).__name__ == "LVISDataset" else None
                 ),
             )
         )

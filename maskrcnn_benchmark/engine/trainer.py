@@ -1,4 +1,8 @@
-"""The training loop (``do_train``) of maskrcnn-benchmark on modern PyTorch.
+"""The training loop of maskrcnn-benchmark on modern PyTorch: a ``Trainer`` with a step and hooks.
+
+``Trainer.run_step`` is one iteration's work; hooks (``HookBase``) do the rest around it
+(checkpoints, validation, end-of-training work), so a method with another step (LST's episodic
+training) subclasses ``Trainer`` and reuses the hooks. ``do_train`` keeps upstream's signature.
 
 Per iteration: forward under the DTYPE's autocast, sum of the losses, backward (loss-scaled for
 float16), SGD step, LR-scheduler step. Every 20 iterations a log line
@@ -27,7 +31,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from maskrcnn_benchmark.data import make_data_loader
 from maskrcnn_benchmark.utils.comm import gather, get_rank, get_world_size, is_main_process, reduce_dict, synchronize
 from maskrcnn_benchmark.utils.metric_logger import MetricLogger
 
@@ -67,7 +70,7 @@ def restore_rng_state(state):
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def _any_process(flag, device):
+def any_process(flag, device):
     """True if ``flag`` is True on any process (a collective: every process must call it)."""
     if get_world_size() == 1:
         return flag
@@ -95,7 +98,7 @@ def _max_memory_mb(device):
 def _check_losses_finite(loss_dict, iteration, device, output_dir):
     """FloatingPointError naming the non-finite losses when any process has one (a collective)."""
     non_finite = [name for name, loss in loss_dict.items() if not torch.isfinite(loss).all()]
-    if _any_process(bool(non_finite), device):
+    if any_process(bool(non_finite), device):
         culprits = ", ".join(non_finite) if non_finite else "a loss on another process"
         raise FloatingPointError(
             f"Loss became infinite or NaN at iteration {iteration} ({culprits}); training stopped "
@@ -129,19 +132,6 @@ def optimizer_step(loss_dict, optimizer, scaler, cfg, device, iteration, before_
     return loss_dict
 
 
-def _train_step(model, images, targets, optimizer, scaler, cfg, device, iteration):
-    """One forward/backward/optimizer step; returns the (float32) loss dict."""
-    with autocast(cfg.DTYPE, device):
-        loss_dict = model(images, targets)
-    return optimizer_step(loss_dict, optimizer, scaler, cfg, device, iteration)
-
-
-def _save_checkpoint(checkpointer, name, arguments):
-    """Save ``name`` with ``arguments`` and every process's RNG states (a collective)."""
-    rng_states = gather(capture_rng_state())
-    checkpointer.save(name, **arguments, rng_states=rng_states)
-
-
 def _restore_rng_states(rng_states, logger):
     if rng_states is None:
         return
@@ -162,8 +152,8 @@ def _log_line(meters, prefix, eta, iteration, lr, memory):
 
 
 def _validate(cfg, model, data_loader_val, device, logger, writer, eta, iteration, lr):
-    """Upstream's periodic validation: inference + evaluation on a fresh loader, then the losses
-    on ``data_loader_val`` (model in train mode, no gradients), logged with "[Validation]".
+    """Upstream's periodic validation: inference + evaluation, then the losses on
+    ``data_loader_val`` (model in train mode, no gradients), logged with "[Validation]".
 
     The random-number generators are left as they were, so that validating does not change the
     training's random draws (and a run resumed from a checkpoint taken before a validation repeats
@@ -180,7 +170,7 @@ def _validation_inference_and_losses(cfg, model, data_loader_val, device, logger
     synchronize()
     inference(
         model,
-        make_data_loader(cfg, is_train=False, is_distributed=get_world_size() > 1, is_for_period=True),
+        data_loader_val,
         dataset_name="[Validation]",
         iou_types=iou_types_of(cfg),
         box_only=cfg.MODEL.RPN_ONLY,
@@ -195,7 +185,7 @@ def _validation_inference_and_losses(cfg, model, data_loader_val, device, logger
     meters_val = MetricLogger(delimiter="  ")
     with torch.no_grad():
         for images_val, targets_val, _ in data_loader_val:
-            if _any_process(any(len(target) < 1 for target in targets_val), device):
+            if any_process(any(len(target) < 1 for target in targets_val), device):
                 continue
             images_val = images_val.to(device)
             targets_val = [target.to(device) for target in targets_val]
@@ -210,6 +200,203 @@ def _validation_inference_and_losses(cfg, model, data_loader_val, device, logger
             writer.add_scalar(f"validation/{name}", meter.global_avg, iteration)
 
 
+class HookBase:
+    """Work done around a Trainer's steps; ``self.trainer`` is set by Trainer.register_hooks."""
+
+    trainer = None
+
+    def before_train(self):
+        """Before the first iteration (after the random states of a resumed run are restored)."""
+
+    def after_step(self):
+        """After iteration ``trainer.iter`` (1-based), logged or skipped."""
+
+    def after_train(self):
+        """After the last iteration, when the loop ended without an error."""
+
+
+class PeriodicCheckpointer(HookBase):
+    """Saves "model_{iteration:07d}" every ``period`` iterations."""
+
+    def __init__(self, period):
+        self.period = period
+
+    def after_step(self):
+        if self.trainer.iter % self.period == 0:
+            self.trainer.save_checkpoint(f"model_{self.trainer.iter:07d}")
+
+
+class FinalCheckpointer(HookBase):
+    """Saves "model_final" after the last iteration (SOLVER.MAX_ITER)."""
+
+    def after_step(self):
+        if self.trainer.iter == self.trainer.max_iter:
+            self.trainer.save_checkpoint("model_final")
+
+
+class PeriodicValidation(HookBase):
+    """Upstream's validation every ``period`` iterations on ``data_loader_val`` (see _validate)."""
+
+    def __init__(self, period, data_loader_val):
+        self.period = period
+        self.data_loader_val = data_loader_val
+
+    def after_step(self):
+        trainer = self.trainer
+        if trainer.iter % self.period == 0:
+            _validate(trainer.cfg, trainer.model, self.data_loader_val, trainer.device, trainer.logger,
+                      trainer.writer, trainer.eta_string(), trainer.iter, trainer.lr)
+
+
+def default_hooks(checkpoint_period, test_period, data_loader_val, final_checkpoint=True):
+    """Upstream's work around the steps: periodic checkpoints, periodic validation (when
+    ``test_period`` > 0 and a loader is given) and, with ``final_checkpoint``, model_final."""
+    hooks = [PeriodicCheckpointer(checkpoint_period)]
+    if data_loader_val is not None and test_period > 0:
+        hooks.append(PeriodicValidation(test_period, data_loader_val))
+    if final_checkpoint:
+        hooks.append(FinalCheckpointer())
+    return hooks
+
+
+class Trainer:
+    """Trains from ``arguments["iteration"]`` to ``len(data_loader)`` (= SOLVER.MAX_ITER).
+
+    Arguments:
+        cfg: the frozen config (DTYPE, TENSORBOARD_EXPERIMENT, OUTPUT_DIR, test settings).
+        model (nn.Module): the detector, possibly in DistributedDataParallel.
+        data_loader: training loader from make_data_loader(is_train=True, start_iter=...).
+        optimizer, scheduler: from make_optimizer / make_lr_scheduler; the scheduler steps
+            once per iteration.
+        checkpointer (Checkpointer): saves the checkpoints; a GradScaler registered with it as
+            "scaler" scales the float16 losses.
+        device (torch.device)
+        arguments (dict): "iteration" (the number of iterations done) and what else the
+            checkpoints carry; updated in place. "rng_states" from a resumed checkpoint are
+            restored and removed.
+        log_prefix (sequence of str): words that start every log line.
+
+    Attributes set while training: ``iter`` (the current iteration, 1-based), ``start_iter``,
+    ``max_iter``, ``writer`` (TensorBoard or None), ``lr``.
+    """
+
+    def __init__(self, cfg, model, data_loader, optimizer, scheduler, checkpointer, device, arguments,
+                 log_prefix=()):
+        self.cfg = cfg
+        self.model = model
+        self.data_loader = data_loader
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.checkpointer = checkpointer
+        self.scaler = checkpointer.extra_checkpointables.get("scaler")
+        self.device = device
+        self.arguments = arguments
+        self.log_prefix = list(log_prefix)
+        self.logger = logging.getLogger("maskrcnn_benchmark.trainer")
+        self.meters = MetricLogger(delimiter="  ")
+        self.start_iter = self.iter = arguments["iteration"]
+        self.max_iter = len(data_loader)
+        self.writer = None
+        self.lr = optimizer.param_groups[0]["lr"]
+        self._hooks = []
+
+    def register_hooks(self, hooks):
+        """Append ``hooks`` (HookBase); they run in registration order."""
+        for hook in hooks:
+            hook.trainer = self
+            self._hooks.append(hook)
+
+    def run_step(self, images, targets):
+        """One forward/backward/optimizer step on a batch on ``device``; returns the float32 loss dict."""
+        with autocast(self.cfg.DTYPE, self.device):
+            loss_dict = self.model(images, targets)
+        return self.optimizer_step(loss_dict)
+
+    def optimizer_step(self, loss_dict, before_update=None):
+        """:func:`optimizer_step` of this trainer's optimizer, scaler and iteration."""
+        return optimizer_step(loss_dict, self.optimizer, self.scaler, self.cfg, self.device, self.iter,
+                              before_update=before_update)
+
+    def save_checkpoint(self, name, skip=()):
+        """Save ``name`` with ``arguments`` and every process's RNG states (a collective); the
+        checkpointer's extra checkpointables named in ``skip`` are left out."""
+        rng_states = gather(capture_rng_state())
+        self.checkpointer.save(name, skip=skip, **self.arguments, rng_states=rng_states)
+
+    def eta_string(self):
+        if "time" not in self.meters.meters:
+            return "?"
+        eta_seconds = self.meters.time.global_avg * (self.max_iter - self.iter)
+        return str(datetime.timedelta(seconds=int(eta_seconds)))
+
+    def train(self):
+        """Run the iterations left, then the hooks' after_train.
+
+        Raises FloatingPointError when a loss becomes infinite or NaN (no step is taken and no
+        checkpoint is written for that iteration).
+        """
+        self.logger.info("Start training")
+        rng_states = self.arguments.pop("rng_states", None)
+        self.writer = _tensorboard_writer(self.cfg, self.start_iter)
+        self.model.train()
+        # Creating the iterator draws from torch's generator, so the saved states are restored after it.
+        batches = iter(self.data_loader)
+        _restore_rng_states(rng_states, self.logger)
+        for hook in self._hooks:
+            hook.before_train()
+        start_training_time = time.time()
+        try:
+            self._run_iterations(batches)
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+        for hook in self._hooks:
+            hook.after_train()
+        total_training_time = time.time() - start_training_time
+        iterations_run = max(1, self.max_iter - self.start_iter)
+        self.logger.info(
+            "Total training time: %s (%.4f s / it)",
+            str(datetime.timedelta(seconds=int(total_training_time))), total_training_time / iterations_run,
+        )
+
+    def _run_iterations(self, batches):
+        end = time.time()
+        for iteration, (images, targets, indices) in enumerate(batches, self.start_iter):
+            data_time = time.time() - end
+            self.iter = iteration + 1
+            self.arguments["iteration"] = self.iter
+            if any_process(any(len(target) < 1 for target in targets), self.device):
+                self.logger.error(
+                    "Iteration %d skipped: an image of the batch has no annotation (dataset indices %s, "
+                    "boxes per image %s on this process)",
+                    self.iter, list(indices), [len(target) for target in targets],
+                )
+            else:
+                images = images.to(self.device)
+                targets = [target.to(self.device) for target in targets]
+                loss_dict = self.run_step(images, targets)
+                self.scheduler.step()
+                self._log_losses(loss_dict, batch_time=time.time() - end, data_time=data_time)
+            end = time.time()
+            self.lr = self.optimizer.param_groups[0]["lr"]
+            if self.iter % LOG_PERIOD == 0 or self.iter == self.max_iter:
+                self.logger.info(_log_line(self.meters, self.log_prefix, self.eta_string(), self.iter, self.lr,
+                                           _max_memory_mb(self.device)))
+            for hook in self._hooks:
+                hook.after_step()
+
+    def _log_losses(self, loss_dict, batch_time, data_time):
+        loss_dict_reduced = reduce_loss_dict({k: v.detach() for k, v in loss_dict.items()})
+        losses_reduced = sum(loss_dict_reduced.values())
+        self.meters.update(loss=losses_reduced, **loss_dict_reduced)
+        self.meters.update(time=batch_time, data=data_time)
+        if self.writer is not None:
+            self.writer.add_scalar("train/loss", losses_reduced.item(), self.iter)
+            for name, value in loss_dict_reduced.items():
+                self.writer.add_scalar(f"train/{name}", value.item(), self.iter)
+            self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.iter)
+
+
 def do_train(
     cfg,
     model,
@@ -222,105 +409,16 @@ def do_train(
     checkpoint_period,
     test_period,
     arguments,
-    scaler=None,
-    step=None,
-    log_prefix=(),
-    save_final=True,
+    hooks=(),
 ):
-    """Train from ``arguments["iteration"]`` to ``len(data_loader)`` (= SOLVER.MAX_ITER).
+    """Upstream's training loop: a Trainer with the default hooks, then ``hooks``.
 
-    Arguments:
-        cfg: the frozen config (DTYPE, TENSORBOARD_EXPERIMENT, OUTPUT_DIR, test settings).
-        model (nn.Module): the detector, possibly in DistributedDataParallel.
-        data_loader: training loader from make_data_loader(is_train=True, start_iter=...).
-        data_loader_val: loader for the periodic validation losses, or None.
-        optimizer, scheduler: from make_optimizer / make_lr_scheduler; the scheduler steps
-            once per iteration.
-        checkpointer (Checkpointer): saves "model_{iteration:07d}" and "model_final".
-        device (torch.device)
-        checkpoint_period (int): iterations between checkpoints.
-        test_period (int): iterations between validations (0: never).
-        arguments (dict): "iteration" (the number of iterations done) and what else the
-            checkpoints carry; updated in place. "rng_states" from a resumed checkpoint are
-            restored and removed.
-        scaler (torch.amp.GradScaler, optional): loss scaler for DTYPE "float16"; register it
-            with the checkpointer (as "scaler") so that resuming restores it.
-        step (callable, optional): ``step(iteration, images, targets) -> loss dict`` runs one
-            training step on the batch (on ``device``); default: forward, backward and update.
-            The episodic MWG training passes its episode here.
-        log_prefix (sequence of str): words that start every log line.
-        save_final (bool): save "model_final" after the last iteration (the episodic training
-            saves it itself, after writing the generated rows).
-
-    Raises FloatingPointError when a loss becomes infinite or NaN (no step is taken and no
-    checkpoint is written for that iteration).
+    Arguments are the Trainer's, plus ``data_loader_val`` (the periodic validation's loader, or
+    None), ``checkpoint_period`` (iterations between checkpoints) and ``test_period``
+    (iterations between validations; 0: never). Saves "model_{iteration:07d}" and "model_final".
     """
-    logger = logging.getLogger("maskrcnn_benchmark.trainer")
-    logger.info("Start training")
-    if step is None:
-        def step(iteration, images, targets):
-            return _train_step(model, images, targets, optimizer, scaler, cfg, device, iteration)
-    meters = MetricLogger(delimiter="  ")
-    max_iter = len(data_loader)
-    start_iter = arguments["iteration"]
-    rng_states = arguments.pop("rng_states", None)
-    writer = _tensorboard_writer(cfg, start_iter)
-    model.train()
-    # Creating the iterator draws from torch's generator, so the saved states are restored after it.
-    batches = iter(data_loader)
-    _restore_rng_states(rng_states, logger)
-    start_training_time = time.time()
-    end = time.time()
-    try:
-        for iteration, (images, targets, indices) in enumerate(batches, start_iter):
-            data_time = time.time() - end
-            iteration = iteration + 1
-            arguments["iteration"] = iteration
-
-            if _any_process(any(len(target) < 1 for target in targets), device):
-                logger.error(
-                    "Iteration %d skipped: an image of the batch has no annotation (dataset indices %s, "
-                    "boxes per image %s on this process)",
-                    iteration, list(indices), [len(target) for target in targets],
-                )
-            else:
-                images = images.to(device)
-                targets = [target.to(device) for target in targets]
-                loss_dict = step(iteration, images, targets)
-                scheduler.step()
-
-                loss_dict_reduced = reduce_loss_dict({k: v.detach() for k, v in loss_dict.items()})
-                losses_reduced = sum(loss_dict_reduced.values())
-                meters.update(loss=losses_reduced, **loss_dict_reduced)
-                batch_time = time.time() - end
-                meters.update(time=batch_time, data=data_time)
-                if writer is not None:
-                    writer.add_scalar("train/loss", losses_reduced.item(), iteration)
-                    for name, value in loss_dict_reduced.items():
-                        writer.add_scalar(f"train/{name}", value.item(), iteration)
-                    writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], iteration)
-            end = time.time()
-
-            eta_string = "?"
-            if "time" in meters.meters:
-                eta_seconds = meters.time.global_avg * (max_iter - iteration)
-                eta_string = str(datetime.timedelta(seconds=int(eta_seconds)))
-            lr = optimizer.param_groups[0]["lr"]
-            if iteration % LOG_PERIOD == 0 or iteration == max_iter:
-                logger.info(_log_line(meters, list(log_prefix), eta_string, iteration, lr, _max_memory_mb(device)))
-            if iteration % checkpoint_period == 0:
-                _save_checkpoint(checkpointer, f"model_{iteration:07d}", arguments)
-            if data_loader_val is not None and test_period > 0 and iteration % test_period == 0:
-                _validate(cfg, model, data_loader_val, device, logger, writer, eta_string, iteration, lr)
-            if iteration == max_iter and save_final:
-                _save_checkpoint(checkpointer, "model_final", arguments)
-    finally:
-        if writer is not None:
-            writer.close()
-
-    total_training_time = time.time() - start_training_time
-    iterations_run = max(1, max_iter - start_iter)
-    logger.info(
-        "Total training time: %s (%.4f s / it)",
-        str(datetime.timedelta(seconds=int(total_training_time))), total_training_time / iterations_run,
-    )
+    trainer = Trainer(cfg, model, data_loader, optimizer, scheduler, checkpointer, device, arguments)
+    trainer.register_hooks(default_hooks(checkpoint_period, test_period, data_loader_val))
+    trainer.register_hooks(hooks)
+    trainer.train()
+    return trainer

@@ -24,6 +24,10 @@ from maskrcnn_benchmark.utils.imports import import_file
 from maskrcnn_benchmark.utils.miscellaneous import atomic_torch_save, atomic_write_text
 from maskrcnn_benchmark.utils.model_serialization import load_state_dict
 from maskrcnn_benchmark.utils.model_zoo import cache_url
+from maskrcnn_benchmark.utils.torchvision_model_loading import (
+    is_torchvision_resnet_state_dict,
+    torchvision_resnet_to_body_state_dict,
+)
 
 LAST_CHECKPOINT_TAG = "last_checkpoint"
 
@@ -88,9 +92,10 @@ class Checkpointer:
         return [("optimizer", self.optimizer), ("scheduler", self.scheduler),
                 *self.extra_checkpointables.items()]
 
-    def save(self, name, **kwargs):
+    def save(self, name, skip=(), **kwargs):
         """Write ``<save_dir>/<name>.pth`` (model, optimizer, scheduler, extras and ``kwargs``,
-        e.g. ``iteration``) and tag it as the last checkpoint."""
+        e.g. ``iteration``) and tag it as the last checkpoint. Extra checkpointables named in
+        ``skip`` are left out."""
         if not self.save_dir or not self.save_to_disk:
             return
         clashes = sorted(set(kwargs) & ({"model"} | {key for key, _ in self._stateful_objects()}))
@@ -98,7 +103,7 @@ class Checkpointer:
             raise ValueError(f"save() keyword(s) {clashes} would overwrite the checkpoint's own entries; rename them")
         data = {"model": self.model.state_dict()}
         for key, obj in self._stateful_objects():
-            if obj is not None:
+            if obj is not None and key not in skip:
                 data[key] = obj.state_dict()
         data.update(kwargs)
         save_file = os.path.join(self.save_dir, f"{name}.pth")
@@ -212,11 +217,6 @@ class DetectronCheckpointer(Checkpointer):
                 raise FileNotFoundError(f"Caffe2 weights file {f} does not exist. Check MODEL.WEIGHT.")
             return load_c2_format(self.cfg, f)
         loaded = super()._load_file(f)
-        from maskrcnn_benchmark.modeling.backbone.resnet import (
-            is_torchvision_resnet_state_dict,
-            torchvision_resnet_to_body_state_dict,
-        )
-
         if is_torchvision_resnet_state_dict(loaded["model"]):
             # torchvision ImageNet weights: stem names and BatchNorm eps folded for FrozenBatchNorm2d.
             # They expect MODEL.RESNETS.STRIDE_IN_1X1 False and torchvision's RGB [0, 1] normalisation.

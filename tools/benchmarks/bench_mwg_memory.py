@@ -1,5 +1,5 @@
 """Peak memory and time per episode of the meta weight generator's episodic training (MWG,
-maskrcnn_benchmark/engine/episodic_trainer.py) against the phase size, as ratios to a reference
+maskrcnn_benchmark/lst/episodic_trainer.py) against the phase size, as ratios to a reference
 phase size (issue #7; goal: 960 new classes <= 1.2x the memory of 160).
 
 The data set is LVIS-shaped: the images and boxes of datasets/synthetic_lt/train.json, their
@@ -7,11 +7,11 @@ annotations relabelled (seeded) into ``--base`` base classes that take the frequ
 new classes with long-tailed instance counts (``NEW_HEAD_INSTANCES`` * rank^-``NEW_TAIL_EXPONENT``,
 at least 1, so every new class has an image). The labels no longer match the shapes drawn, which
 does not matter for memory and time. For each phase size P the classes are divided with
-maskrcnn_benchmark.data.lst_phases (base b, phase size P), so phase 1 holds the P most frequent
+maskrcnn_benchmark.lst.division (base b, phase size P), so phase 1 holds the P most frequent
 new classes, and a FRESH subprocess (its peak RSS is the run's own) builds the phase-1 model of
 configs/synthetic/lst/incremental.yaml with MODEL.FEW_SHOT.ENABLED True, then runs ``--warmup``
 + ``--episodes`` episodes of the episodic step (support pass, query losses with the generated
-rows, one optimizer step; the episodic trainer's own ``episode_step``) on the query batches of
+rows, one optimizer step; the episodic trainer's own ``run_step``) on the query batches of
 the phase's data loader (balanced replay). Settings for the benchmark only:
 
 * random initialisation (no expanded theta_0 checkpoint) and distillation off (no teacher);
@@ -132,7 +132,7 @@ def write_experiments(work_dir, phase_sizes, num_base, source_json=SYNTHETIC_TRA
                       image_dir=SYNTHETIC_TRAIN_IMAGES):
     """The relabelled json, a paths catalog naming it DATASET_NAME, and per phase size P the
     experiment folder work_dir/P<P> (phases.json, replay plans). Returns (catalog, {P: folder})."""
-    from maskrcnn_benchmark.data.lst_phases import prepare_phases
+    from maskrcnn_benchmark.lst.experiment import Experiment
 
     if not os.path.isfile(source_json):
         raise FileNotFoundError(
@@ -149,7 +149,7 @@ def write_experiments(work_dir, phase_sizes, num_base, source_json=SYNTHETIC_TRA
     experiments = {}
     for phase_size in phase_sizes:
         experiments[phase_size] = os.path.join(work_dir, "P{}".format(phase_size))
-        prepare_phases(train_json, num_base, phase_size, experiments[phase_size])
+        Experiment(experiments[phase_size]).prepare(train_json, num_base, phase_size)
     return catalog, experiments
 
 
@@ -163,11 +163,10 @@ def run_episodes(experiment_dir, catalog, warmup, episodes, device_name, opts=()
     """
     import torch
 
-    from maskrcnn_benchmark.data import make_data_loader
-    from maskrcnn_benchmark.engine.episodic_trainer import (
-        build_episodic_weight_generator, episode_step, load_support_batch, make_support_sampler, new_class_labels,
-    )
-    from maskrcnn_benchmark.engine.phases import phase_config
+    from maskrcnn_benchmark.lst.episodic_trainer import EpisodicTrainer, build_episodic_weight_generator
+    from maskrcnn_benchmark.lst.phase import ResolvedPhase, make_phase_data_loader
+    from maskrcnn_benchmark.lst.phase_config import phase_config
+    from maskrcnn_benchmark.utils.checkpoint import Checkpointer
     from maskrcnn_benchmark.modeling.detector import build_detection_model
     from maskrcnn_benchmark.solver import make_lr_scheduler, make_optimizer
 
@@ -186,21 +185,19 @@ def run_episodes(experiment_dir, catalog, warmup, episodes, device_name, opts=()
     device = torch.device(device_name)
     model = build_detection_model(cfg).to(device).train()
     optimizer = make_optimizer(cfg, model)
-    generator = build_episodic_weight_generator(cfg, model, optimizer)
+    phase = ResolvedPhase.from_config(cfg)
+    generator = build_episodic_weight_generator(cfg, phase, model, optimizer)
     scheduler = make_lr_scheduler(cfg, optimizer)
-    data_loader = make_data_loader(cfg, is_train=True)
-    support_sampler = make_support_sampler(cfg, data_loader.dataset)
+    data_loader = make_phase_data_loader(cfg, is_train=True)
+    trainer = EpisodicTrainer(cfg, model, generator, phase, data_loader, optimizer, scheduler, Checkpointer(model),
+                              device, {"iteration": 0})
     rss_setup = _current_rss_mib()
 
     durations = []
     start = time.perf_counter()
     for episode, (images, targets, _) in enumerate(data_loader):
-        pairs = support_sampler.episode(episode)
-        support_images, support_targets = load_support_batch(
-            data_loader.dataset, pairs, cfg.DATALOADER.SIZE_DIVISIBILITY, device)
-        support = (support_images, support_targets, [label for label, _ in pairs])
-        episode_step(cfg, model, generator, support, images.to(device), [t.to(device) for t in targets],
-                      optimizer, None, device, episode + 1)
+        trainer.iter = episode + 1
+        trainer.run_step(images.to(device), [t.to(device) for t in targets])
         scheduler.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -209,7 +206,7 @@ def run_episodes(experiment_dir, catalog, warmup, episodes, device_name, opts=()
             durations.append(end - start)
         start = end
     return {
-        "new_classes": len(new_class_labels(cfg)),
+        "new_classes": len(phase.new_labels),
         "num_classes": cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES,
         "rss_setup_mib": rss_setup,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,

@@ -14,12 +14,12 @@ Module names follow upstream maskrcnn-benchmark, so its checkpoints load as they
   basic blocks (two 3x3 convs). Their stages output ``RES2_OUT_CHANNELS * 2**(i-1)`` channels, so
   RES2_OUT_CHANNELS 64 gives torchvision's ResNet-18/34 and smaller values give narrow models.
   TRANS_FUNC "BottleneckWith..." is replaced by the matching "BasicBlockWith..." for them.
-  ``torchvision_resnet_to_body_state_dict`` converts torchvision ResNet weights.
+  ``utils.torchvision_model_loading`` converts torchvision ResNet weights to the body's keys.
 * ``RES5_DILATION`` is read by the C4 box head for its :class:`ResNetHead`, as upstream; the
   body's res5 is never dilated.
 * Deformable convolutions (``STAGE_WITH_DCN``) are not supported.
 """
-from collections import OrderedDict, namedtuple
+from collections import namedtuple
 
 from torch import nn
 from torch.nn import functional as F
@@ -458,31 +458,3 @@ def transformation_func_name(cfg):
             f"'BottleneckWith...' TRANS_FUNC or one of {list(_BASIC_BLOCK_CONV_BODIES)}"
         )
     return name
-
-
-def is_torchvision_resnet_state_dict(state_dict):
-    """True for the state dict of a torchvision ``resnet*``/``resnext*`` classifier (top-level
-    ``conv1``, ``layer1`` and ``fc`` keys), e.g. an ImageNet weights file from torchvision."""
-    return all(key in state_dict for key in ("conv1.weight", "layer1.0.conv1.weight", "fc.weight"))
-
-
-def torchvision_resnet_to_body_state_dict(state_dict, bn_eps=1e-5):
-    """Rename a torchvision ResNet/ResNeXt state dict to the keys of :class:`ResNet` (the body).
-
-    ``conv1.*``/``bn1.*`` become ``stem.conv1.*``/``stem.bn1.*``; ``layer{1..4}.*`` (including
-    ``downsample.0/1``) keep their names; ``fc.*`` and ``num_batches_tracked`` are dropped.
-    torchvision's BatchNorm2d computes with ``eps`` (1e-5 by default) while the body's
-    FrozenBatchNorm2d has upstream's eps 0, so ``bn_eps`` is added to every ``running_var``:
-    the body then computes what torchvision's model computes in eval mode. Pass ``bn_eps=0``
-    to keep the statistics unchanged. Returns a new OrderedDict; the input is not modified.
-    """
-    converted = OrderedDict()
-    for key, value in state_dict.items():
-        if key.startswith("fc.") or key.endswith("num_batches_tracked"):
-            continue
-        if key.startswith(("conv1.", "bn1.")):
-            key = "stem." + key
-        if key.endswith("running_var"):
-            value = value + bn_eps
-        converted[key] = value
-    return converted

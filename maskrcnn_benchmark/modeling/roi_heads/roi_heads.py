@@ -37,11 +37,8 @@ class CombinedROIHeads(torch.nn.ModuleDict):
 
     def box_class_weights(self):
         """(NUM_CLASSES, D) box classifier rows in use: the predictor's ``class_weights()``
-        (FPNCosinePredictor, possibly with replaced rows), else its cls_score.weight."""
-        predictor = self.box.predictor
-        if hasattr(predictor, "class_weights"):
-            return predictor.class_weights()
-        return predictor.cls_score.weight
+        (possibly with replaced rows, see FPNCosinePredictor.replaced_class_weights)."""
+        return self.box.predictor.class_weights()
 
     def forward(self, features, proposals, targets=None):
         """

@@ -50,6 +50,10 @@ class FastRCNNPredictor(nn.Module):
         x = self.avgpool(x).flatten(start_dim=1)
         return self.cls_score(x), self.bbox_pred(x)
 
+    def class_weights(self):
+        """(NUM_CLASSES, C) classifier rows: cls_score.weight."""
+        return self.cls_score.weight
+
 
 @registry.ROI_BOX_PREDICTOR.register("FPNPredictor")
 class FPNPredictor(nn.Module):
@@ -62,6 +66,10 @@ class FPNPredictor(nn.Module):
     def forward(self, x):
         x = _flatten_vector_features(x, "FPNPredictor")
         return self.cls_score(x), self.bbox_pred(x)
+
+    def class_weights(self):
+        """(NUM_CLASSES, C) classifier rows: cls_score.weight."""
+        return self.cls_score.weight
 
 
 @registry.ROI_BOX_PREDICTOR.register("FPNCosinePredictor")

@@ -13,8 +13,9 @@ import math
 import numpy as np
 from torch.utils.data.sampler import Sampler
 
-from .distributed import resolve_replicas, shard_indices
-from .repeat_factor_sampler import dataset_image_labels, epoch_generator
+from maskrcnn_benchmark.data.build import TRAIN_SAMPLERS
+from maskrcnn_benchmark.data.samplers.distributed import resolve_replicas, shard_indices
+from maskrcnn_benchmark.data.samplers.repeat_factor_sampler import dataset_image_labels, epoch_generator
 
 logger = logging.getLogger(__name__)
 
@@ -144,3 +145,29 @@ class BalancedReplaySampler(Sampler):
 
     def __len__(self):
         return int(math.ceil(len(self.epoch_entries(self.epoch)) / self.num_replicas))
+
+
+@TRAIN_SAMPLERS.register("BalancedReplaySampler")
+def build_balanced_replay_sampler(cfg, dataset, num_replicas, rank, phase=None):
+    """DATALOADER.SAMPLER "BalancedReplaySampler" for the LST phase ``phase`` (a ResolvedPhase):
+    MODEL.LST.REPLAY mode, with the quotas of MODEL.LST.REPLAY_PLAN_FILE for "balanced"."""
+    lst = cfg.MODEL.LST
+    if phase is None:
+        raise ValueError(
+            "DATALOADER.SAMPLER 'BalancedReplaySampler' replays the old classes of an LST phase: set "
+            "MODEL.LST.PHASES_FILE and MODEL.LST.PHASE (tools/lst_phase_config.py writes such a config)"
+        )
+    if len(cfg.DATASETS.TRAIN) != 1:
+        raise ValueError(
+            "BalancedReplaySampler trains on one dataset, but DATASETS.TRAIN names {}: merge "
+            "them into one annotation file.".format(len(cfg.DATASETS.TRAIN))
+        )
+    if lst.REPLAY not in REPLAY_MODES:
+        raise ValueError("Unknown MODEL.LST.REPLAY {!r}; valid values: {}".format(
+            lst.REPLAY, ", ".join(REPLAY_MODES)))
+    quotas = None
+    if lst.REPLAY == "balanced":
+        quotas = phase.replay_quotas(lst.REPLAY_PLAN_FILE, dataset.json_category_id_to_contiguous_id,
+                                     lst.REPLAY_QUOTA_RULE)
+    return BalancedReplaySampler(dataset, phase.num_old_classes, quotas, lst.REPLAY,
+                                 num_replicas=num_replicas, rank=rank, seed=cfg.DATALOADER.SEED)

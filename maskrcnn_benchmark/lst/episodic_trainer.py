@@ -14,12 +14,14 @@ One training iteration is one episode:
    W_B and the support features. The episode's graph is then dropped, so the peak memory grows
    with E and the batch, not with the number of classes of the phase.
 
-SOLVER.MAX_ITER counts episodes; the LR schedule, checkpoints (which carry the generator's state),
-resuming and logging work as in ``do_train``. At the end, under no_grad, the generator writes one
-row per (support image, class) for every image of every new class (test-time transforms); each
-new class's classifier row becomes their mean. The generator is saved to
-OUTPUT_DIR/weight_generator.pth (for MODEL.FEW_SHOT.GENERATOR_WEIGHT of the next phase) and
-OUTPUT_DIR/model_final.pth is an ordinary detector checkpoint without it.
+``EpisodicTrainer`` is the engine's Trainer with this episode as its step. SOLVER.MAX_ITER counts
+episodes; the LR schedule, checkpoints (which carry the generator's state), resuming and logging
+work as in ``do_train``. At the end (the ``FinalNovelWeights`` hook), under no_grad, the generator
+writes one row per (support image, class) for every image of every new class (test-time
+transforms); each new class's classifier row becomes their mean. The generator is saved to the
+phase's weight_generator.pth (MODEL.FEW_SHOT.GENERATOR_WEIGHT of the next phase) and
+model_final.pth is an ordinary detector checkpoint without it. A run whose last checkpoint is
+model_final is finished: resuming it changes nothing.
 """
 import contextlib
 import logging
@@ -29,28 +31,23 @@ import torch
 import torch.distributed as dist
 from torch.nn import functional as F
 
-from maskrcnn_benchmark.data import lst_phases
-from maskrcnn_benchmark.data.build import build_dataset, phase_category_ids
+from maskrcnn_benchmark.data.build import build_dataset
 from maskrcnn_benchmark.data.collate_batch import BatchCollator
-from maskrcnn_benchmark.data.samplers.support_sampler import SupportSampler, class_images
 from maskrcnn_benchmark.data.transforms import build_transforms
+from maskrcnn_benchmark.engine.mixed_precision import autocast
+from maskrcnn_benchmark.engine.trainer import HookBase, Trainer
 from maskrcnn_benchmark.modeling.roi_heads.box_head.roi_box_predictors import FPNCosinePredictor
-from maskrcnn_benchmark.modeling.weight_generator import NovelWeightAccumulator, build_weight_generator
 from maskrcnn_benchmark.structures.bounding_box import BoxList
 from maskrcnn_benchmark.structures.boxlist_ops import boxlist_iou
-from maskrcnn_benchmark.utils.checkpoint import Checkpointer
 from maskrcnn_benchmark.utils.comm import get_rank, get_world_size, is_main_process, synchronize
 from maskrcnn_benchmark.utils.imports import import_file
 from maskrcnn_benchmark.utils.miscellaneous import atomic_torch_save
 
-from .mixed_precision import autocast
-from .trainer import _save_checkpoint, do_train, optimizer_step
+from .experiment import GENERATOR_FILE_NAME, MODEL_FINAL_FILE_NAME
+from .support_sampler import SupportSampler, class_images
+from .weight_generator import NovelWeightAccumulator, build_weight_generator
 
 GENERATOR_CHECKPOINT_KEY = "weight_generator"  # the generator's entry in intermediate checkpoints
-GENERATOR_FILE_NAME = "weight_generator.pth"  # OUTPUT_DIR/<this>: the generator at the end of a phase
-# model_final's marker that the new classes' rows are the generated means (a resumed finished phase
-# must not recompute them).
-FINAL_WEIGHTS_KEY = "novel_weights_generated"
 SUPPORT_IOU_THRESHOLD = 0.5  # proposals this close to a support GT box are support RoIs (authors' matcher)
 
 
@@ -59,33 +56,16 @@ def unwrap_model(model):
     return model.module if hasattr(model, "module") else model
 
 
-def num_base_classes(cfg):
-    """b = |C_0|: groups[0] of MODEL.LST.PHASES_FILE, or MODEL.LST.BASE_SIZE without a phases file."""
-    if cfg.MODEL.LST.PHASES_FILE:
-        return len(lst_phases.load_phases(cfg.MODEL.LST.PHASES_FILE)["groups"][0])
-    return cfg.MODEL.LST.BASE_SIZE
-
-
-def new_class_labels(cfg):
-    """The labels of the phase's new classes: NUM_OLD_CLASSES + 1 .. NUM_CLASSES - 1."""
-    return list(range(cfg.MODEL.LST.NUM_OLD_CLASSES + 1, cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES))
-
-
-def check_episodic_training(cfg, detector):
-    """ValueError naming the problem unless MODEL.FEW_SHOT can train ``detector`` (unwrapped):
-    an incremental phase (t >= 1) with new classes, an FPNCosinePredictor and 1 <= b <= old classes."""
-    lst = cfg.MODEL.LST
-    if lst.PHASE < 1 or lst.NUM_OLD_CLASSES < 1:
+def check_episodic_training(cfg, phase, detector):
+    """ValueError naming the problem unless MODEL.FEW_SHOT can train ``detector`` (unwrapped) in
+    ``phase`` (a ResolvedPhase): an incremental phase (t >= 1) with new classes and an
+    FPNCosinePredictor."""
+    if phase is None or phase.index < 1:
         raise ValueError(
             "MODEL.FEW_SHOT.ENABLED trains the meta weight generator in incremental phases only, but "
-            "MODEL.LST.PHASE is {} and MODEL.LST.NUM_OLD_CLASSES {}; disable it for phase 0 (the base "
-            "classes are learnt normally) and use a phase t >= 1 config (tools/lst_phase_config.py)".format(
-                lst.PHASE, lst.NUM_OLD_CLASSES)
-        )
-    if not new_class_labels(cfg):
-        raise ValueError(
-            "MODEL.FEW_SHOT.ENABLED: the phase has no new class (MODEL.ROI_BOX_HEAD.NUM_CLASSES {} = "
-            "MODEL.LST.NUM_OLD_CLASSES + 1)".format(cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES)
+            "{}; disable it for phase 0 (the base classes are learnt normally) and use a phase t >= 1 "
+            "config (tools/lst_phase_config.py)".format(
+                "MODEL.LST.PHASES_FILE is not set" if phase is None else "MODEL.LST.PHASE is 0")
         )
     roi_heads = detector.roi_heads
     predictor = getattr(roi_heads["box"], "predictor", None) if roi_heads and "box" in roi_heads else None
@@ -94,13 +74,6 @@ def check_episodic_training(cfg, detector):
             "MODEL.FEW_SHOT.ENABLED generates cosine-classifier rows and needs MODEL.ROI_BOX_HEAD.PREDICTOR "
             "'FPNCosinePredictor' (with FEATURE_EXTRACTOR 'FPN2MLPCosineFeatureExtractor'); the model's box "
             "predictor is {}".format(type(predictor).__name__)
-        )
-    base = num_base_classes(cfg)
-    if not 1 <= base <= lst.NUM_OLD_CLASSES:
-        raise ValueError(
-            "the meta weight generator attends over the b = {} base classes, which must be between 1 and "
-            "MODEL.LST.NUM_OLD_CLASSES = {}; check MODEL.LST.BASE_SIZE / PHASES_FILE".format(
-                base, lst.NUM_OLD_CLASSES)
         )
     if cfg.MODEL.FEW_SHOT.CLASSES_PER_EPISODE < 1 or cfg.MODEL.FEW_SHOT.MAX_SUPPORT_ROIS_PER_IMAGE < 1:
         raise ValueError(
@@ -126,7 +99,7 @@ def _load_generator_weights(generator, path):
         ) from error
 
 
-def build_episodic_weight_generator(cfg, model, optimizer):
+def build_episodic_weight_generator(cfg, phase, model, optimizer):
     """The meta weight generator of an MWG phase, ready to train.
 
     Checks the phase (:func:`check_episodic_training`), builds the generator for b = |C_0| base
@@ -136,8 +109,8 @@ def build_episodic_weight_generator(cfg, model, optimizer):
     the model: register it with the checkpointer under GENERATOR_CHECKPOINT_KEY.
     """
     detector = unwrap_model(model)
-    check_episodic_training(cfg, detector)
-    generator = build_weight_generator(cfg, num_base_classes(cfg))
+    check_episodic_training(cfg, phase, detector)
+    generator = build_weight_generator(cfg, phase.num_base_classes)
     if cfg.MODEL.FEW_SHOT.GENERATOR_WEIGHT:
         _load_generator_weights(generator, cfg.MODEL.FEW_SHOT.GENERATOR_WEIGHT)
         logging.getLogger(__name__).info("Weight generator loaded from %s", cfg.MODEL.FEW_SHOT.GENERATOR_WEIGHT)
@@ -245,10 +218,10 @@ def load_support_batch(dataset, pairs, size_divisible, device):
     return images.to(device), [target.to(device) for target in targets]
 
 
-def make_support_sampler(cfg, dataset):
-    """The phase's SupportSampler over ``dataset``'s new-class images (seed DATALOADER.SEED,
+def make_support_sampler(cfg, phase, dataset):
+    """The SupportSampler of ``phase`` over ``dataset``'s new-class images (seed DATALOADER.SEED,
     CLASSES_PER_EPISODE capped at the classes with images)."""
-    labels = new_class_labels(cfg)
+    labels = phase.new_labels
     images = class_images(dataset, labels)
     without_images = sorted(set(labels) - set(images))
     if without_images:
@@ -260,16 +233,16 @@ def make_support_sampler(cfg, dataset):
 
 
 # ----------------------------------------------------------------------------- end of phase
-def phase_support_dataset(cfg):
-    """The training dataset of the phase with test-time transforms (no flip, test sizes)."""
+def phase_support_dataset(cfg, phase):
+    """The training dataset of ``phase`` with test-time transforms (no flip, test sizes)."""
     paths_catalog = import_file("maskrcnn_benchmark.config.paths_catalog", cfg.PATHS_CATALOG)
     datasets = build_dataset(cfg.DATASETS.TRAIN, build_transforms(cfg, False), paths_catalog.DatasetCatalog,
-                             is_train=True, category_ids=phase_category_ids(cfg))
+                             is_train=True, category_ids=phase.seen)
     return datasets[0]
 
 
 @torch.no_grad()
-def final_novel_weights(cfg, detector, weight_generator, device, dataset=None):
+def final_novel_weights(cfg, phase, detector, weight_generator, device, dataset=None):
     """Each new class's mean generated row over its support images (paper §3.4).
 
     Every process generates the rows of its share of the (class, image) pairs of
@@ -283,13 +256,13 @@ def final_novel_weights(cfg, detector, weight_generator, device, dataset=None):
     Returns:
         (labels (list[int]), weights (Tensor[len(labels), d], float32)): every process the same.
     """
-    dataset = dataset if dataset is not None else phase_support_dataset(cfg)
-    sampler = make_support_sampler(cfg, dataset)
+    dataset = dataset if dataset is not None else phase_support_dataset(cfg, phase)
+    sampler = make_support_sampler(cfg, phase, dataset)
     pairs = sampler.all_pairs(cfg.MODEL.FEW_SHOT.FINAL_SUPPORT_PER_CLASS)[get_rank()::get_world_size()]
     images_per_batch = max(1, cfg.TEST.IMS_PER_BATCH // get_world_size())
     position_of = {label: position for position, label in enumerate(sampler.labels)}
     accumulator = NovelWeightAccumulator(len(sampler.labels), weight_generator.feat_dim).to(device)
-    num_base = num_base_classes(cfg)
+    num_base = phase.num_base_classes
     modes = detector.training, weight_generator.training
     detector.eval()
     weight_generator.eval()
@@ -335,14 +308,6 @@ def _log_agreement(logger, episode_accumulator, labels, final_weights):
     )
 
 
-def _final_checkpointer(checkpointer):
-    """A Checkpointer like ``checkpointer`` but without the generator (for model_final)."""
-    extras = {name: obj for name, obj in checkpointer.extra_checkpointables.items()
-              if name != GENERATOR_CHECKPOINT_KEY}
-    return Checkpointer(checkpointer.model, checkpointer.optimizer, checkpointer.scheduler,
-                        checkpointer.save_dir, checkpointer.save_to_disk, checkpointer.logger, **extras)
-
-
 # ----------------------------------------------------------------------------- training
 def _average_generator_gradients(weight_generator):
     """All-reduce (average) the generator's gradients: it is outside DistributedDataParallel."""
@@ -360,85 +325,94 @@ def _average_generator_gradients(weight_generator):
         parameter.grad.copy_(grad.view_as(parameter))
 
 
-def episode_step(cfg, model, weight_generator, support, images, targets, optimizer, scaler, device, iteration):
-    """Support -> generated rows -> query losses with those rows -> one step.
+def episode_step(trainer, weight_generator, num_base, support, images, targets):
+    """Support -> generated rows -> query losses with those rows -> one step of ``trainer``.
 
-    ``support`` is (support images, support targets, support labels). Returns the (float32) loss
-    dict and (labels (list[int]), detached generated rows) of the episode.
+    ``support`` is (support images, support targets, support labels); ``num_base`` is b. Returns
+    the (float32) loss dict and (labels (list[int]), detached generated rows) of the episode.
     """
+    cfg, model, device = trainer.cfg, trainer.model, trainer.device
     detector = unwrap_model(model)
     predictor = detector.roi_heads.box.predictor
     support_images, support_targets, support_labels = support
     with autocast(cfg.DTYPE, device):
         kept, weights = generate_support_weights(
             detector, weight_generator, support_images, support_targets, support_labels,
-            cfg.MODEL.FEW_SHOT, num_base_classes(cfg))
+            cfg.MODEL.FEW_SHOT, num_base)
         labels = [support_labels[k] for k in kept]
         replacement = predictor.replaced_class_weights(labels, weights) if kept else contextlib.nullcontext()
         with replacement:
             loss_dict = model(images, targets)
-    loss_dict = optimizer_step(loss_dict, optimizer, scaler, cfg, device, iteration,
-                               before_update=lambda: _average_generator_gradients(weight_generator))
+    loss_dict = trainer.optimizer_step(loss_dict, before_update=lambda: _average_generator_gradients(weight_generator))
     return loss_dict, labels, weights.detach()
 
 
-def do_episodic_train(
-    cfg,
-    model,
-    weight_generator,
-    data_loader,
-    data_loader_val,
-    optimizer,
-    scheduler,
-    checkpointer,
-    device,
-    checkpoint_period,
-    test_period,
-    arguments,
-    scaler=None,
-):
-    """``do_train`` with one MWG episode per iteration, then the final novel rows (module docstring).
+class EpisodicTrainer(Trainer):
+    """The Trainer whose step is one MWG episode (module docstring).
 
-    Arguments are those of do_train, plus ``weight_generator`` (from
-    :func:`build_episodic_weight_generator`, registered with ``checkpointer`` under
-    GENERATOR_CHECKPOINT_KEY). The query batches come from ``data_loader``; the support images from
-    its dataset. Writes model_{iteration:07d}.pth (with the generator), then
-    OUTPUT_DIR/weight_generator.pth and model_final.pth (without it).
+    Arguments are the Trainer's, plus ``weight_generator`` (from
+    :func:`build_episodic_weight_generator`, registered with the checkpointer under
+    GENERATOR_CHECKPOINT_KEY) and ``phase`` (the ResolvedPhase). The query batches come from
+    ``data_loader``, the support images from its dataset. Register ``FinalNovelWeights`` (not
+    the engine's FinalCheckpointer) to end the phase.
     """
-    logger = logging.getLogger("maskrcnn_benchmark.trainer")
-    detector = unwrap_model(model)
-    if arguments.pop(FINAL_WEIGHTS_KEY, False):
-        logger.info("The phase is finished: model_final holds the generated novel rows already")
-        return
-    logger.info("Start episodic training of the meta weight generator")
-    support_sampler = make_support_sampler(cfg, data_loader.dataset)
-    position_of = {label: position for position, label in enumerate(support_sampler.labels)}
-    episode_accumulator = NovelWeightAccumulator(len(support_sampler.labels), weight_generator.feat_dim)
 
-    def episode(iteration, images, targets):
-        pairs = support_sampler.episode(iteration - 1)
+    def __init__(self, cfg, model, weight_generator, phase, data_loader, optimizer, scheduler, checkpointer,
+                 device, arguments):
+        super().__init__(cfg, model, data_loader, optimizer, scheduler, checkpointer, device, arguments,
+                         log_prefix=["episodic"])
+        self.weight_generator = weight_generator
+        self.phase = phase
+        self.support_sampler = make_support_sampler(cfg, phase, data_loader.dataset)
+        self._position_of = {label: position for position, label in enumerate(self.support_sampler.labels)}
+        # The mean rows generated in this run's episodes, to compare with the final ones.
+        self.episode_weights = NovelWeightAccumulator(len(self.support_sampler.labels), weight_generator.feat_dim)
+
+    def train(self):
+        self.logger.info("Start episodic training of the meta weight generator")
+        self.weight_generator.train()
+        super().train()
+
+    def run_step(self, images, targets):
+        pairs = self.support_sampler.episode(self.iter - 1)
         support_images, support_targets = load_support_batch(
-            data_loader.dataset, pairs, cfg.DATALOADER.SIZE_DIVISIBILITY, device)
+            self.data_loader.dataset, pairs, self.cfg.DATALOADER.SIZE_DIVISIBILITY, self.device)
         support = (support_images, support_targets, [label for label, _ in pairs])
         loss_dict, labels, weights = episode_step(
-            cfg, model, weight_generator, support, images, targets, optimizer, scaler, device, iteration)
+            self, self.weight_generator, self.phase.num_base_classes, support, images, targets)
         if labels:
-            positions = torch.tensor([position_of[label] for label in labels], dtype=torch.int64)
-            episode_accumulator.add(positions, weights.float().cpu())
+            positions = torch.tensor([self._position_of[label] for label in labels], dtype=torch.int64)
+            self.episode_weights.add(positions, weights.float().cpu())
         return loss_dict
 
-    weight_generator.train()
-    do_train(cfg, model, data_loader, data_loader_val, optimizer, scheduler, checkpointer, device,
-             checkpoint_period, test_period, arguments, scaler=scaler, step=episode,
-             log_prefix=["episodic"], save_final=False)
-    labels, final_weights = final_novel_weights(cfg, detector, weight_generator, device)
-    set_class_weights(detector, labels, final_weights)
-    _log_agreement(logger, episode_accumulator, labels, final_weights)
-    if is_main_process() and cfg.OUTPUT_DIR:
-        generator_file = os.path.join(cfg.OUTPUT_DIR, GENERATOR_FILE_NAME)
-        atomic_torch_save(weight_generator.state_dict(), generator_file)
-        logger.info("Saved the weight generator to %s", generator_file)
-    synchronize()
-    arguments[FINAL_WEIGHTS_KEY] = True
-    _save_checkpoint(_final_checkpointer(checkpointer), "model_final", arguments)
-    del arguments[FINAL_WEIGHTS_KEY]
+
+class FinalNovelWeights(HookBase):
+    """End of an MWG phase: each new class's row becomes its mean generated row (final_novel_weights),
+    the generator is written to OUTPUT_DIR/weight_generator.pth, then model_final (without it).
+
+    Nothing is done when the run resumed from its own model_final (the phase is finished).
+    """
+
+    def before_train(self):
+        trainer = self.trainer
+        last = trainer.checkpointer.get_checkpoint_file() if trainer.checkpointer.has_checkpoint() else ""
+        self.finished = trainer.start_iter >= trainer.max_iter and os.path.basename(last) == MODEL_FINAL_FILE_NAME
+        if self.finished:
+            trainer.logger.info("The phase is finished: model_final holds the generated novel rows already")
+
+    def after_train(self):
+        if self.finished:
+            return
+        trainer = self.trainer
+        detector = unwrap_model(trainer.model)
+        labels, final_weights = final_novel_weights(
+            trainer.cfg, trainer.phase, detector, trainer.weight_generator, trainer.device)
+        set_class_weights(detector, labels, final_weights)
+        _log_agreement(trainer.logger, trainer.episode_weights, labels, final_weights)
+        output_dir = trainer.cfg.OUTPUT_DIR
+        if is_main_process() and output_dir:
+            generator_file = os.path.join(output_dir, GENERATOR_FILE_NAME)
+            atomic_torch_save(trainer.weight_generator.state_dict(), generator_file)
+            trainer.logger.info("Saved the weight generator to %s", generator_file)
+        synchronize()
+        trainer.save_checkpoint("model_final", skip=(GENERATOR_CHECKPOINT_KEY,))

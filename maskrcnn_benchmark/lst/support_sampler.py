@@ -11,8 +11,8 @@ on (seed, i, r) alone, so resuming at any episode is exact.
 """
 import numpy as np
 
-from .distributed import resolve_replicas
-from .repeat_factor_sampler import dataset_image_labels
+from maskrcnn_benchmark.data.samplers.distributed import resolve_replicas
+from maskrcnn_benchmark.data.samplers.repeat_factor_sampler import dataset_image_labels
 
 
 def class_images(dataset, labels):

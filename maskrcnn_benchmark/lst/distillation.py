@@ -1,4 +1,4 @@
-"""Knowledge distillation of the old classes' cosine logits (paper §3.2 Eq. 2; spec §4).
+"""Knowledge distillation of the old classes' cosine logits (paper §3.2 Eq. 2).
 
 In phase t, the previous model theta_{t-1} (the teacher) and the current model (the student) score
 the ground-truth boxes of the NEW classes (label > MODEL.LST.NUM_OLD_CLASSES) against the OLD
@@ -7,8 +7,9 @@ background column. The loss pulls the student's y'_t towards the teacher's y_{t-
 
 Unlike the authors' offline JSON of logits (their get_distillation branch), the teacher runs
 online on the very tensors the student sees, so augmentations such as horizontal flips need no
-bookkeeping. The teacher is frozen and kept outside the student's module tree: it never appears
-in the student's state dict, parameters, optimizer or DistributedDataParallel buckets.
+bookkeeping. The teacher is frozen and owned by a ``DistillationLoss``, the student's loss hook
+(GeneralizedRCNN.register_loss_hook): it never appears in the student's state dict, parameters,
+optimizer or DistributedDataParallel buckets.
 """
 import logging
 import os
@@ -22,8 +23,8 @@ from maskrcnn_benchmark.modeling.backbone import build_backbone
 from maskrcnn_benchmark.structures.bounding_box import BoxList
 from maskrcnn_benchmark.utils.model_serialization import load_state_dict, strip_prefix_if_present
 
-from .roi_box_feature_extractors import make_roi_box_feature_extractor
-from .roi_box_predictors import FPNCosinePredictor, make_roi_box_predictor
+from maskrcnn_benchmark.modeling.roi_heads.box_head.roi_box_feature_extractors import make_roi_box_feature_extractor
+from maskrcnn_benchmark.modeling.roi_heads.box_head.roi_box_predictors import FPNCosinePredictor, make_roi_box_predictor
 
 LOSS_TYPES = ("l2", "squared_sum")
 CLS_WEIGHT_KEY = "roi_heads.box.predictor.cls_score.weight"
@@ -195,7 +196,7 @@ def build_distillation_teacher(cfg):
     Built from a clone of ``cfg`` with MODEL.ROI_BOX_HEAD.NUM_CLASSES = MODEL.LST.NUM_OLD_CLASSES
     + 1 and distillation disabled; weights from MODEL.LST.DISTILL.TEACHER_WEIGHT, whose
     classifier must have exactly NUM_OLD_CLASSES + 1 rows (the checkpoint before expansion).
-    Returned on the CPU; GeneralizedRCNN.set_distillation_teacher moves it to the student's device.
+    Returned on the CPU; :func:`attach_distillation` moves it to the student's device.
     """
     lst = cfg.MODEL.LST
     if not lst.DISTILL.TEACHER_WEIGHT:
@@ -239,3 +240,28 @@ def build_distillation_teacher(cfg):
         "Distillation teacher with %d old classes loaded from %s", lst.NUM_OLD_CLASSES, path
     )
     return teacher
+
+
+class DistillationLoss:
+    """The student's loss hook "loss_distill": owns the frozen ``teacher`` (DistillationTeacher)."""
+
+    def __init__(self, teacher):
+        self.teacher = teacher
+
+    def __call__(self, images, features, targets, detector):
+        return {"loss_distill": self.teacher.compute_loss(images, features, targets, detector.roi_heads.box)}
+
+
+def attach_distillation(detector, teacher):
+    """Register ``teacher`` (theta_{t-1}) as ``detector``'s distillation loss hook; returns the hook.
+
+    ``detector`` is the unwrapped GeneralizedRCNN (before DistributedDataParallel); the teacher is
+    moved to its device. ValueError when the detector's box head cannot be distilled.
+    """
+    if not detector.roi_heads or "box" not in detector.roi_heads:
+        raise ValueError("knowledge distillation needs a box head; MODEL.RPN_ONLY models have none")
+    check_distillation_student(detector.roi_heads.box, teacher.num_old_classes)
+    teacher.to(next(detector.parameters()).device)
+    hook = DistillationLoss(teacher)
+    detector.register_loss_hook(hook)
+    return hook

@@ -10,7 +10,7 @@ The vectors are embedded in 2-D with t-SNE (scikit-learn, perplexity min(30, n -
 drawn with the class names of the training json.
 
 Inputs: OUT/phase_<t>/config.yml (the phase's config, as tools/lst_phase_config.py writes it),
-model_final.pth and weight_generator.pth (episodic_trainer.GENERATOR_FILE_NAME) in OUT/phase_<t>.
+model_final.pth and weight_generator.pth in OUT/phase_<t> (lst.experiment).
 """
 import json
 import logging
@@ -20,27 +20,19 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from maskrcnn_benchmark.data.lst_phases import load_phases, phase_dir, seen_category_ids
+from maskrcnn_benchmark.engine.mixed_precision import autocast
 from maskrcnn_benchmark.modeling.detector import build_detection_model
-from maskrcnn_benchmark.modeling.weight_generator import build_weight_generator
 from maskrcnn_benchmark.utils.checkpoint import Checkpointer
 from maskrcnn_benchmark.utils.miscellaneous import atomic_open, atomic_write_json
 
-from .episodic_trainer import (
-    GENERATOR_FILE_NAME,
-    load_support_batch,
-    make_support_sampler,
-    num_base_classes,
-    phase_support_dataset,
-    support_roi_features,
-)
-from .mixed_precision import autocast
-from .phases import load_yaml_config, phases_file, train_annotation_file
+from .episodic_trainer import load_support_batch, make_support_sampler, phase_support_dataset, support_roi_features
+from .experiment import Experiment
+from .phase import ResolvedPhase
+from .phase_config import load_yaml_config, train_annotation_file
+from .weight_generator import build_weight_generator
 
 logger = logging.getLogger(__name__)
 
-PHASE_CONFIG_FILE = "config.yml"
-MODEL_FILE = "model_final.pth"
 TSNE_MAX_PERPLEXITY = 30
 TSNE_SEED = 0
 PLOT_DPI = 150
@@ -49,21 +41,20 @@ PLOT_DPI = 150
 # ----------------------------------------------------------------------------- inputs
 def phase_files(experiment_dir, phase):
     """(config.yml, model_final.pth, weight_generator.pth) paths of OUT/phase_<phase>."""
-    directory = phase_dir(experiment_dir, phase)
-    return tuple(os.path.join(directory, name) for name in (PHASE_CONFIG_FILE, MODEL_FILE, GENERATOR_FILE_NAME))
+    files = Experiment(experiment_dir).phase(phase)
+    return files.config, files.model_final, files.generator
 
 
 def last_mwg_phase(experiment_dir):
     """The last phase t >= 1 of OUT whose folder holds config.yml, model_final.pth and
     weight_generator.pth; ValueError naming the folder when there is none."""
-    phases = load_phases(phases_file(experiment_dir))
-    for phase in range(len(phases["groups"]) - 1, 0, -1):
+    for phase in range(Experiment(experiment_dir).last_phase, 0, -1):
         if all(os.path.isfile(path) for path in phase_files(experiment_dir, phase)):
             return phase
     raise ValueError(
-        "{} has no finished MWG phase: none of its phase_<t>/ (t >= 1) holds {}, {} and {}; train an "
+        "{} has no finished MWG phase: none of its phase_<t>/ (t >= 1) holds {}; train an "
         "incremental phase with MODEL.FEW_SHOT.ENABLED True first".format(
-            experiment_dir, PHASE_CONFIG_FILE, MODEL_FILE, GENERATOR_FILE_NAME))
+            experiment_dir, ", ".join(os.path.basename(path) for path in phase_files(experiment_dir, 1))))
 
 
 def load_mwg_phase(experiment_dir, phase, opts=()):
@@ -77,13 +68,13 @@ def load_mwg_phase(experiment_dir, phase, opts=()):
         raise FileNotFoundError(
             "phase {} of {} is not a finished MWG phase: {} missing (an MWG phase writes model_final.pth "
             "and {}; config.yml comes from tools/lst_phase_config.py)".format(
-                phase, experiment_dir, ", ".join(missing), GENERATOR_FILE_NAME))
+                phase, experiment_dir, ", ".join(missing), os.path.basename(generator_file)))
     cfg = load_yaml_config(config_file, opts)
     cfg.freeze()
     device = torch.device(cfg.MODEL.DEVICE)
     detector = build_detection_model(cfg).to(device).eval()
     Checkpointer(detector).load(model_file, use_latest=False)
-    generator = build_weight_generator(cfg, num_base_classes(cfg))
+    generator = build_weight_generator(cfg, ResolvedPhase.from_config(cfg).num_base_classes)
     generator.load_state_dict(torch.load(generator_file, map_location=device, weights_only=True))
     return cfg, detector, generator.to(device).eval()
 
@@ -126,8 +117,9 @@ def class_attention(cfg, detector, generator, dataset=None):
         (ndarray [len(labels), b], float64, rows sum to 1), "images" and "rois" (list[int]: the
         support images and RoIs per class).
     """
-    dataset = dataset if dataset is not None else phase_support_dataset(cfg)
-    sampler = make_support_sampler(cfg, dataset)
+    phase = ResolvedPhase.from_config(cfg)
+    dataset = dataset if dataset is not None else phase_support_dataset(cfg, phase)
+    sampler = make_support_sampler(cfg, phase, dataset)
     pairs = sampler.all_pairs(cfg.MODEL.FEW_SHOT.FINAL_SUPPORT_PER_CLASS)
     device = torch.device(cfg.MODEL.DEVICE)
     position_of = {label: position for position, label in enumerate(sampler.labels)}
@@ -198,12 +190,13 @@ def write_attention_tsne(experiment_dir, phase=None, output=None, opts=()):
     and t-SNE point. Returns that dict.
     """
     phase = last_mwg_phase(experiment_dir) if phase is None else phase
-    last_phase = len(load_phases(phases_file(experiment_dir))["groups"]) - 1
+    experiment = Experiment(experiment_dir)
+    last_phase = experiment.last_phase
     if not 1 <= phase <= last_phase:
         raise ValueError("phase {} does not exist or has no generator: {} divides the classes into phases "
                          "0..{}, and the meta weight generator trains in phases t >= 1 only".format(
-                             phase, phases_file(experiment_dir), last_phase))
-    output = output or os.path.join(experiment_dir, "report", "mwg_attention_tsne.png")
+                             phase, experiment.phases_file, last_phase))
+    output = output or os.path.join(experiment.report_dir, "mwg_attention_tsne.png")
     cfg, detector, generator = load_mwg_phase(experiment_dir, phase, opts)
     result = class_attention(cfg, detector, generator)
     if not result["labels"]:
@@ -211,9 +204,10 @@ def write_attention_tsne(experiment_dir, phase=None, output=None, opts=()):
             phase, experiment_dir))
     points = tsne_embedding(result["attention"])
 
-    category_ids = seen_category_ids(load_phases(cfg.MODEL.LST.PHASES_FILE), phase)
+    resolved = ResolvedPhase.from_config(cfg)
+    category_ids = resolved.seen
     names = category_names(train_annotation_file(cfg))
-    base = num_base_classes(cfg)
+    base = resolved.num_base_classes
     new_classes = []
     for index, label in enumerate(result["labels"]):
         category_id = category_ids[label - 1]

@@ -1,6 +1,6 @@
 """LST's class-incremental phases (paper §3.1, §3.3): the division of the categories into a base
 group and incremental groups (phases.json), and the balanced-replay plan of each phase
-(replay_plan.json). See DESIGN.md §4 for the files.
+(replay_plan.json); lst.experiment names and writes the files.
 
 Division: categories are sorted by training instance count (annotations per category in the
 training json), descending, ties by ascending id; the first ``base`` form groups[0] (C_0), the
@@ -21,10 +21,6 @@ from fractions import Fraction
 
 import numpy as np
 
-from maskrcnn_benchmark.utils.miscellaneous import atomic_write_json
-
-PHASES_FILE_NAME = "phases.json"
-REPLAY_PLAN_FILE_NAME = "replay_plan.json"
 QUOTA_RULES = ("ceil", "round")
 
 
@@ -150,29 +146,6 @@ def _check_phase(phases, phase):
         )
 
 
-def seen_category_ids(phases, phase):
-    """Category ids of groups[0..phase], in label order (label = 1 + position)."""
-    _check_phase(phases, phase)
-    return [c for group in phases["groups"][:phase + 1] for c in group]
-
-
-def new_category_ids(phases, phase):
-    """Category ids of groups[phase] (C_t)."""
-    _check_phase(phases, phase)
-    return list(phases["groups"][phase])
-
-
-def old_category_ids(phases, phase):
-    """Category ids of groups[0..phase-1] (empty in phase 0)."""
-    _check_phase(phases, phase)
-    return [c for group in phases["groups"][:phase] for c in group]
-
-
-def num_classes(phases, phase):
-    """MODEL.ROI_BOX_HEAD.NUM_CLASSES of a phase: 1 (background) + seen categories."""
-    return 1 + len(seen_category_ids(phases, phase))
-
-
 # ----------------------------------------------------------------------------- replay plan
 def replay_quota(n_c, n_k, rule="ceil"):
     """Images replayed per epoch for an old class: ceil(n_c / n_k) ("ceil", paper §3.3) or
@@ -205,10 +178,10 @@ def make_replay_plan(phases, phase, instance_counts, image_counts, quota_rule="c
     if quota_rule not in QUOTA_RULES:
         raise ValueError("quota rule {!r} unknown; use one of {} (MODEL.LST.REPLAY_QUOTA_RULE)."
                          .format(quota_rule, QUOTA_RULES))
-    new_ids = new_category_ids(phases, phase)
+    new_ids = list(phases["groups"][phase])
     n_c = Fraction(sum(instance_counts[c] for c in new_ids), len(new_ids))
     old_classes = {}
-    for category_id in old_category_ids(phases, phase):
+    for category_id in (c for group in phases["groups"][:phase] for c in group):
         if image_counts[category_id] == 0:
             old_classes[str(category_id)] = {"n_k": 0.0, "quota": 0}
             continue
@@ -274,52 +247,3 @@ def replay_quotas_by_label(plan, category_id_to_label, num_old_classes, source="
             )
         )
     return quotas
-
-
-# ----------------------------------------------------------------------------- files
-def phase_dir(output_dir, phase):
-    """OUTPUT_DIR/phase_<t>."""
-    return os.path.join(output_dir, "phase_{}".format(phase))
-
-
-def prepare_phases(train_json, base, phase_size, output_dir, quota_rule="ceil"):
-    """Write output_dir/phases.json and output_dir/phase_<t>/replay_plan.json (t >= 1).
-
-    Idempotent: files that exist with the same content are rewritten unchanged. A file that
-    exists with different content is never replaced: ValueError naming it (finished phases
-    would silently become invalid).
-
-    Returns (phases, {t: replay plan}, instance_counts).
-    """
-    data = load_train_annotations(train_json)
-    instance_counts, image_counts = category_statistics(data)
-    phases = divide_categories(instance_counts, base, phase_size)
-    plans = {
-        t: make_replay_plan(phases, t, instance_counts, image_counts, quota_rule)
-        for t in range(1, len(phases["groups"]))
-    }
-    outputs = [(os.path.join(output_dir, PHASES_FILE_NAME), phases)] + [
-        (os.path.join(phase_dir(output_dir, t), REPLAY_PLAN_FILE_NAME), plan)
-        for t, plan in plans.items()
-    ]
-    for path, content in outputs:
-        _refuse_different(path, content)
-    for path, content in outputs:
-        atomic_write_json(content, path)
-    return phases, plans, instance_counts
-
-
-def _refuse_different(path, content):
-    if not os.path.exists(path):
-        return
-    try:
-        with open(path) as f:
-            existing = json.load(f)
-    except (OSError, json.JSONDecodeError):
-        existing = None
-    if existing != content:
-        raise ValueError(
-            "{} already exists with different content (another division, training json or "
-            "quota rule); phases trained with it would no longer match. Choose another output "
-            "directory, or delete {} if you really mean to start over.".format(path, path)
-        )

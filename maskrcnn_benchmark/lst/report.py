@@ -22,8 +22,9 @@ from collections import OrderedDict
 from matplotlib.figure import Figure
 
 from maskrcnn_benchmark.data.datasets.evaluation.lvis.bins import INSTANCE_COUNT_BINS, training_instance_counts
-from maskrcnn_benchmark.data.lst_phases import load_phases
 from maskrcnn_benchmark.utils.miscellaneous import atomic_open, atomic_write_json, atomic_write_text
+
+from .experiment import Experiment
 
 logger = logging.getLogger(__name__)
 
@@ -236,19 +237,9 @@ def write_table1(entries, output_dir, title="Table 1", note=None, name="table1")
 # ---------------------------------------------------------------------------------------------
 
 def phase_metrics_file(phases_dir, phase):
-    """phase_<t>/inference/<dataset>/metrics.json of a phase, or None when there is none.
-
-    Uses the first dataset folder (by name) that holds a metrics.json; warns when there are several.
-    """
-    inference_dir = os.path.join(phases_dir, "phase_{}".format(phase), "inference")
-    if not os.path.isdir(inference_dir):
-        return None
-    found = sorted(os.path.join(inference_dir, d, "metrics.json") for d in os.listdir(inference_dir)
-                   if os.path.isfile(os.path.join(inference_dir, d, "metrics.json")))
-    if len(found) > 1:
-        logger.warning("%s holds the metrics of several datasets; reporting %s", inference_dir,
-                       found[0])
-    return found[0] if found else None
+    """The metrics.json of phase ``phase`` of the experiment ``phases_dir``, or None when there is
+    none (the first dataset by name when several were evaluated, with a warning)."""
+    return Experiment(phases_dir).phase(phase).metrics_file()
 
 
 def phase_rows(phases_dir, phases=None):
@@ -260,7 +251,7 @@ def phase_rows(phases_dir, phases=None):
         (percent or None) per column of PHASE_METRICS. Phases after the first unfinished one are
         not listed.
     """
-    phases = phases if phases is not None else load_phases(os.path.join(phases_dir, "phases.json"))
+    phases = phases if phases is not None else Experiment(phases_dir).load_phases()
     rows, classes_seen = [], 0
     for phase, group in enumerate(phases["groups"]):
         classes_seen += len(group)
@@ -342,11 +333,11 @@ def write_phase_report(phases_dir, comparisons=()):
     Returns:
         str: the markdown table (as written to table.md).
     """
-    phases = load_phases(os.path.join(phases_dir, "phases.json"))
+    phases = Experiment(phases_dir).load_phases()
     rows = phase_rows(phases_dir, phases)
     title = phase_title(phases, phases_dir)
     markdown = phase_markdown(rows, title)
-    report_dir = os.path.join(phases_dir, "report")
+    report_dir = Experiment(phases_dir).report_dir
     atomic_write_text(os.path.join(report_dir, "table.md"), markdown)
     atomic_write_json({"title": title, "columns": PHASE_COLUMNS, "rows": rows},
                       os.path.join(report_dir, "table.json"))
@@ -371,9 +362,9 @@ MWG_RUNS = ("with MWG", "without MWG")
 def phase_train_json(phases_dir, phase):
     """The training json of phase_<t>/config.yml (DATASETS.TRAIN), or None without config.yml."""
     # Imported here: the phase configs pull in the model code, which the other reports do not need.
-    from maskrcnn_benchmark.engine.phases import load_yaml_config, train_annotation_file
+    from maskrcnn_benchmark.lst.phase_config import load_yaml_config, train_annotation_file
 
-    config_file = os.path.join(phases_dir, "phase_{}".format(phase), "config.yml")
+    config_file = Experiment(phases_dir).phase(phase).config
     if not os.path.isfile(config_file):
         return None
     return train_annotation_file(load_yaml_config(config_file))
@@ -409,7 +400,7 @@ def mwg_phase_rows(phases_dir, phases=None, train_json=None):
         list[OrderedDict]: "phase", "#new classes", "metrics_file" (None: not finished),
         "AP new", "AP new <5" (percent or None), "#new <5" (None without instance counts).
     """
-    phases = phases if phases is not None else load_phases(os.path.join(phases_dir, "phases.json"))
+    phases = phases if phases is not None else Experiment(phases_dir).load_phases()
     if train_json is None:
         train_json = next(filter(None, (phase_train_json(phases_dir, t) for t in range(len(phases["groups"])))),
                           None)
@@ -482,7 +473,7 @@ def write_mwg_report(with_mwg_dir, without_mwg_dir, output_dir=None, train_json=
 
     Both experiments must divide the classes alike (same phases.json groups). Returns the markdown.
     """
-    phases = [load_phases(os.path.join(d, "phases.json")) for d in (with_mwg_dir, without_mwg_dir)]
+    phases = [Experiment(d).load_phases() for d in (with_mwg_dir, without_mwg_dir)]
     if phases[0]["groups"] != phases[1]["groups"]:
         raise ReportInputError(
             "{} and {} divide the classes differently (phases.json groups differ); compare runs of the "
@@ -490,7 +481,7 @@ def write_mwg_report(with_mwg_dir, without_mwg_dir, output_dir=None, train_json=
     rows_with = mwg_phase_rows(with_mwg_dir, phases[0], train_json)
     rows_without = mwg_phase_rows(without_mwg_dir, phases[1], train_json)
     markdown = mwg_markdown(rows_with, rows_without)
-    output_dir = output_dir or os.path.join(with_mwg_dir, "report")
+    output_dir = output_dir or Experiment(with_mwg_dir).report_dir
     atomic_write_text(os.path.join(output_dir, "mwg_new_class_ap.md"), markdown)
     atomic_write_json({"with_mwg": {"phases_dir": with_mwg_dir, "rows": rows_with},
                        "without_mwg": {"phases_dir": without_mwg_dir, "rows": rows_without},

@@ -1,0 +1,158 @@
+"""The files of an LST experiment: the one place that knows their names.
+
+An experiment folder OUT holds::
+
+    OUT/phases.json                  the division (lst.division)
+    OUT/phase_<t>/config.yml         the phase's full config (lst.phase_config)
+                 /log.txt            training log
+                 /model_init.pth     theta_{t-1} expanded for phase t >= 1 (lst.expansion)
+                 /replay_plan.json   balanced-replay quotas of phase t >= 1 (lst.division)
+                 /last_checkpoint    the newest training checkpoint (utils.checkpoint)
+                 /model_final.pth    theta_t
+                 /weight_generator.pth  the meta weight generator at the end of an MWG phase
+                 /inference/<dataset>/metrics.json  its evaluation
+    OUT/report/                      tables and plots (lst.report)
+
+A phase is finished when its evaluation exists (a metrics.json under inference/).
+"""
+import json
+import logging
+import os
+
+from maskrcnn_benchmark.utils.checkpoint import LAST_CHECKPOINT_TAG
+from maskrcnn_benchmark.utils.miscellaneous import atomic_write_json
+
+from .division import category_statistics, divide_categories, load_phases, load_train_annotations, make_replay_plan
+
+PHASES_FILE_NAME = "phases.json"
+REPORT_DIR_NAME = "report"
+PHASE_DIR_FORMAT = "phase_{}"
+CONFIG_FILE_NAME = "config.yml"
+LOG_FILE_NAME = "log.txt"
+MODEL_INIT_FILE_NAME = "model_init.pth"
+MODEL_FINAL_FILE_NAME = "model_final.pth"
+REPLAY_PLAN_FILE_NAME = "replay_plan.json"
+GENERATOR_FILE_NAME = "weight_generator.pth"
+INFERENCE_DIR_NAME = "inference"
+METRICS_FILE_NAME = "metrics.json"
+
+PHASE_STATES = ("not started", "training", "trained", "finished")
+
+
+class PhaseFiles:
+    """The paths of phase ``index`` of an experiment (nothing is created or read on construction)."""
+
+    def __init__(self, experiment_root, index):
+        self.index = index
+        self.dir = os.path.join(experiment_root, PHASE_DIR_FORMAT.format(index))
+        self.config = os.path.join(self.dir, CONFIG_FILE_NAME)
+        self.log = os.path.join(self.dir, LOG_FILE_NAME)
+        self.model_init = os.path.join(self.dir, MODEL_INIT_FILE_NAME)
+        self.model_final = os.path.join(self.dir, MODEL_FINAL_FILE_NAME)
+        self.replay_plan = os.path.join(self.dir, REPLAY_PLAN_FILE_NAME)
+        self.generator = os.path.join(self.dir, GENERATOR_FILE_NAME)
+        self.last_checkpoint = os.path.join(self.dir, LAST_CHECKPOINT_TAG)
+        self.inference_dir = os.path.join(self.dir, INFERENCE_DIR_NAME)
+
+    def metrics(self, dataset_name):
+        """inference/<dataset_name>/metrics.json (whether or not it exists)."""
+        return os.path.join(self.inference_dir, dataset_name, METRICS_FILE_NAME)
+
+    def metrics_files(self):
+        """The existing inference/<dataset>/metrics.json files, sorted by dataset name."""
+        if not os.path.isdir(self.inference_dir):
+            return []
+        return [self.metrics(name) for name in sorted(os.listdir(self.inference_dir))
+                if os.path.isfile(self.metrics(name))]
+
+    def metrics_file(self):
+        """The phase's metrics.json, or None before its evaluation; with several evaluated data
+        sets the first by name (with a warning)."""
+        found = self.metrics_files()
+        if len(found) > 1:
+            logging.getLogger(__name__).warning(
+                "%s holds the metrics of several datasets; using %s", self.inference_dir, found[0])
+        return found[0] if found else None
+
+    @property
+    def finished(self):
+        """Trained and evaluated."""
+        return bool(self.metrics_files())
+
+    @property
+    def state(self):
+        """One of PHASE_STATES: "finished" (evaluated), "trained" (model_final, not evaluated),
+        "training" (a checkpoint or config exists), else "not started"."""
+        if self.finished:
+            return "finished"
+        if os.path.isfile(self.model_final):
+            return "trained"
+        if os.path.exists(self.last_checkpoint) or os.path.isfile(self.config):
+            return "training"
+        return "not started"
+
+
+class Experiment:
+    """An LST experiment folder (see the module docstring for its layout)."""
+
+    def __init__(self, root):
+        self.root = os.path.abspath(os.fspath(root))
+        self.phases_file = os.path.join(self.root, PHASES_FILE_NAME)
+        self.report_dir = os.path.join(self.root, REPORT_DIR_NAME)
+
+    def phase(self, index):
+        """The PhaseFiles of phase ``index``."""
+        return PhaseFiles(self.root, index)
+
+    def load_phases(self):
+        """The validated phases dict of phases.json (ValueError naming the file and the fix)."""
+        return load_phases(self.phases_file)
+
+    def num_phases(self):
+        """T + 1: the number of phases in phases.json, phase 0 included."""
+        return len(self.load_phases()["groups"])
+
+    @property
+    def last_phase(self):
+        """T, the index of the last phase."""
+        return self.num_phases() - 1
+
+    def prepare(self, train_json, base, phase_size, quota_rule="ceil"):
+        """Write phases.json and phase_<t>/replay_plan.json (t >= 1) from the training annotations.
+
+        Idempotent: files that exist with the same content are rewritten unchanged. A file that
+        exists with different content is never replaced: ValueError naming it (finished phases
+        would silently become invalid).
+
+        Returns (phases, {t: replay plan}, instance_counts).
+        """
+        data = load_train_annotations(train_json)
+        instance_counts, image_counts = category_statistics(data)
+        phases = divide_categories(instance_counts, base, phase_size)
+        plans = {
+            t: make_replay_plan(phases, t, instance_counts, image_counts, quota_rule)
+            for t in range(1, len(phases["groups"]))
+        }
+        outputs = [(self.phases_file, phases)] + [(self.phase(t).replay_plan, plan) for t, plan in plans.items()]
+        for path, content in outputs:
+            _refuse_different(path, content)
+        for path, content in outputs:
+            atomic_write_json(content, path)
+        return phases, plans, instance_counts
+
+
+def _refuse_different(path, content):
+    """ValueError naming ``path`` when it exists with content other than ``content``."""
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path) as f:
+            existing = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        existing = None
+    if existing != content:
+        raise ValueError(
+            "{} already exists with different content (another division, training json or "
+            "quota rule); phases trained with it would no longer match. Choose another output "
+            "directory, or delete {} if you really mean to start over.".format(path, path)
+        )

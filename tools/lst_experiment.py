@@ -1,0 +1,55 @@
+"""Paths and states of an LST experiment folder, for the shell scripts.
+
+    python tools/lst_experiment.py OUT last-phase            # T, the index of the last phase
+    python tools/lst_experiment.py OUT path PHASE FILE       # FILE: one of the names below
+    python tools/lst_experiment.py OUT state PHASE           # not started | training | trained | finished
+
+FILE is dir, config, log, model_init, model_final, replay_plan, generator or metrics (the
+phase's evaluation; an error before it exists).
+"""
+import argparse
+import sys
+
+from maskrcnn_benchmark.lst.experiment import Experiment
+
+PHASE_FILES = ("dir", "config", "log", "model_init", "model_final", "replay_plan", "generator", "metrics")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("experiment_dir", help="the experiment folder (holding phases.json)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("last-phase", help="print T, the index of the last phase")
+    path = commands.add_parser("path", help="print the path of one of a phase's files")
+    path.add_argument("phase", type=int)
+    path.add_argument("file", choices=PHASE_FILES)
+    state = commands.add_parser("state", help="print the state of a phase")
+    state.add_argument("phase", type=int)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    experiment = Experiment(args.experiment_dir)
+    try:
+        if args.command == "last-phase":
+            print(experiment.last_phase)
+            return 0
+        files = experiment.phase(args.phase)
+        if args.command == "state":
+            print(files.state)
+        elif args.file == "metrics":
+            metrics = files.metrics_file()
+            if metrics is None:
+                raise ValueError("phase {} of {} has not been evaluated yet ({} holds no metrics.json)".format(
+                    args.phase, experiment.root, files.inference_dir))
+            print(metrics)
+        else:
+            print(getattr(files, args.file))
+    except ValueError as error:
+        sys.exit("lst_experiment.py: error: {}".format(error))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
