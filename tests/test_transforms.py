@@ -28,7 +28,7 @@ def coco_fixture(tmp_path_factory):
     return write_coco_fixture(str(tmp_path_factory.mktemp("coco")))
 
 
-# Upstream's rule (spec §5.4), worked by hand: shorter side -> size unless the longer side would
+# Upstream's Resize rule, worked by hand: shorter side -> size unless the longer side would
 # exceed max_size, then size = round(max_size * short / long); the longer side is truncated.
 @pytest.mark.parametrize(
     "image_size, min_size, max_size, expected_hw",

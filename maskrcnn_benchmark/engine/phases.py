@@ -1,4 +1,4 @@
-"""The LST phase chain's configs and files (DESIGN.md §4).
+"""The LST phase chain's configs and files (docs/lst.md, "The phase chain").
 
 An LST experiment is a config folder with two YAML files:
 

@@ -1,4 +1,4 @@
-"""Knowledge distillation of the old classes' cosine logits (paper §3.2 Eq. 2; spec §4).
+"""Knowledge distillation of the old classes' cosine logits (paper §3.2 Eq. 2).
 
 In phase t, the previous model theta_{t-1} (the teacher) and the current model (the student) score
 the ground-truth boxes of the NEW classes (label > MODEL.LST.NUM_OLD_CLASSES) against the OLD
