@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job: LST's class-incremental phases, chained (DESIGN.md §4).
+# The main job: LST's class-incremental phases, chained (paper Algorithm 1; docs/lst.md).
 #
 #   bash lst_scripts/run_phases.sh                   # the embedded synthetic benchmark, on the CPU
 #                                                    # (quick schedule; Table 1's: --config-dir configs/synthetic/lst)

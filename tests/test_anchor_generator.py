@@ -1,4 +1,4 @@
-"""Anchors against the Detectron golden table (reference §6), grid shifts and visibility."""
+"""Anchors against golden values of Detectron's generate_anchors, grid shifts and visibility."""
 import pytest
 import torch
 
@@ -11,7 +11,7 @@ from maskrcnn_benchmark.modeling.rpn.anchor_generator import (
 from maskrcnn_benchmark.structures.image_list import ImageList
 
 # Detectron's generate_anchors for the FPN levels, ratios (0.5, 1, 2) in that order
-# (/work/shared/spec/maskrcnn_benchmark_reference.md §6, anchor note).
+# (worked out from its algorithm: window [0, 0, s-1, s-1], sizes rounded at the stride's scale).
 FPN_GOLDEN_ANCHORS = {
     (4, 32): [[-22, -10, 25, 13], [-14, -14, 17, 17], [-10, -22, 13, 25]],
     (8, 64): [[-40, -20, 47, 27], [-28, -28, 35, 35], [-20, -44, 27, 51]],

@@ -1,7 +1,7 @@
 """Caffe2/Detectron .pkl loading: blob renaming (upstream's rules), pickle safety, catalog:// loading.
 
 The expected names follow upstream's c2_model_loading renaming rules and the parameter names of its
-released detectors (spec §5.5); the fixtures are written in the byte format of Detectron's Python 2
+released detectors; the fixtures are written in the byte format of Detectron's Python 2
 pickles (str keys, numpy arrays whose data is a Python 2 str).
 """
 import datetime

@@ -87,7 +87,7 @@ def test_unknown_meta_architecture_lists_the_known_ones():
         build_detection_model(cfg)
 
 
-# Checkpoint key names (upstream maskrcnn-benchmark module names; reference §5.5)
+# Checkpoint key names (upstream maskrcnn-benchmark module names)
 
 
 def _frozen_bn(prefix):

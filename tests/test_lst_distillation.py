@@ -1,4 +1,4 @@
-"""Knowledge distillation of LST's incremental phases (paper §3.2 Eq. 2, spec §4): the frozen
+"""Knowledge distillation of LST's incremental phases (paper §3.2 Eq. 2): the frozen
 previous model theta_{t-1} scores the new-class GT boxes online, and loss_distill pulls the
 student's unscaled old-class cosine logits towards the teacher's."""
 import os

@@ -1,4 +1,4 @@
-"""Network expansion between LST phases (spec §3.5): the box predictor grows, the old classes keep
+"""Network expansion between LST phases (paper §3.2): the box predictor grows, the old classes keep
 their rows (so the expanded model scores them exactly as before), the new rows follow the stated
 initialisation, everything else is carried over; and tools/lst_expand.py around it."""
 import os

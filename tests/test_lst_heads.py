@@ -165,7 +165,7 @@ def test_transfer_function_layout_matches_the_authors_checkpoint():
     bbox2mask = build_bbox2mask(default_cfg)
     shapes = {k: tuple(v.shape) for k, v in bbox2mask.state_dict().items()}
     assert shapes == {"0.weight": (1024, 1024), "0.bias": (1024,), "2.weight": (256, 1024), "2.bias": (256,)}
-    # Parameter count of the authors' roi_heads.bbox2mask (spec §3.3).
+    # Parameter count of the authors' roi_heads.bbox2mask: 1024 * 1024 + 1024 + 1024 * 256 + 256.
     assert sum(p.numel() for p in bbox2mask.parameters()) == 1312000
     weights = torch.randn(7, 1024)
     hidden = F.leaky_relu(F.linear(weights, bbox2mask[0].weight, bbox2mask[0].bias), 0.01)

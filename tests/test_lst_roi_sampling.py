@@ -1,4 +1,4 @@
-"""Active-class RoI labelling of LST's instance-level balanced replay (spec §2.2): in an image
+"""Active-class RoI labelling of LST's instance-level balanced replay (paper §3.3): in an image
 replayed for class k (targets with the field "active_label" = k), only RoIs matched to class k
 are box-head positives, RoIs matched to other classes are neither positive nor negative, and the
 mask head trains on class k only. The expected sets come from torchvision's IoU."""

@@ -1,4 +1,4 @@
-"""Episodic training of LST's meta weight generator inside an incremental phase (paper §3.4, spec §5):
+"""Episodic training of LST's meta weight generator inside an incremental phase (paper §3.4):
 the seeded support sampler, scoring with replaced classifier rows (box head and Mask^X transfer),
 gradient from the query loss into the generator and the support features, and an episodic phase
 on the tiny CPU config: its files, the final rows as the mean of the generated ones, the final

@@ -10,7 +10,7 @@ from maskrcnn_benchmark.solver import WarmupMultiStepLR, make_lr_scheduler, make
 
 
 def upstream_lr(base_lr, iteration, steps, gamma, warmup_factor, warmup_iters, method):
-    """maskrcnn-benchmark's documented schedule (reference §5.2), written out independently."""
+    """maskrcnn-benchmark's WarmupMultiStepLR schedule, written out independently."""
     factor = 1.0
     if iteration < warmup_iters:
         if method == "constant":

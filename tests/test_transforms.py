@@ -22,7 +22,7 @@ from maskrcnn_benchmark.data.transforms import (
 from maskrcnn_benchmark.structures.bounding_box import BoxList
 
 
-# Upstream's rule (spec §5.4), worked by hand: shorter side -> size unless the longer side would
+# Upstream's Resize rule, worked by hand: shorter side -> size unless the longer side would
 # exceed max_size, then size = round(max_size * short / long); the longer side is truncated.
 @pytest.mark.parametrize(
     "image_size, min_size, max_size, expected_hw",

@@ -1,6 +1,6 @@
 """LST's class-incremental phases (paper §3.1, §3.3): the division of the categories into a base
 group and incremental groups (phases.json), and the balanced-replay plan of each phase
-(replay_plan.json); lst.experiment names and writes the files.
+(replay_plan.json); lst.experiment names and writes the files, docs/lst.md describes them.
 
 Division: categories are sorted by training instance count (annotations per category in the
 training json), descending, ties by ascending id; the first ``base`` form groups[0] (C_0), the

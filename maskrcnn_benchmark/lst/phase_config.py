@@ -1,4 +1,5 @@
-"""The LST phase chain's configs: one per phase, derived so that no phase needs a hand edit.
+"""The LST phase chain's configs: one per phase, derived so that no phase needs a hand edit
+(docs/lst.md, "The phase chain").
 
 An LST experiment is a config folder with two YAML files:
 
