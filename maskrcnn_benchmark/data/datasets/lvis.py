@@ -38,6 +38,7 @@ class LVISDataset(JsonDetectionDataset):
 
     FORMAT_NAME = "LVIS"
     IMAGE_PATH_KEYS = ("file_name", "coco_url")
+    HONOURS_ISCROWD = False  # LVIS has no crowd annotations: an "iscrowd" field is ignored
 
     def __init__(
         self, ann_file, root, remove_images_without_annotations, transforms=None, category_ids=None
@@ -51,9 +52,6 @@ class LVISDataset(JsonDetectionDataset):
 
     def _default_category_order(self, categories):
         return sorted(c["id"] for c in categories)
-
-    def _is_crowd(self, annotation):
-        return False
 
     def _image_path(self, image):
         if "file_name" in image:
