@@ -207,6 +207,26 @@ def phase_category_ids(cfg):
     return category_ids
 
 
+def check_num_classes(cfg, datasets, dataset_names):
+    """ValueError unless MODEL.ROI_BOX_HEAD.NUM_CLASSES is 1 (background) + the number of
+    training labels of every dataset with a label space (a smaller head fails at the first loss,
+    a larger one predicts labels the evaluation cannot map back to categories)."""
+    if cfg.MODEL.RPN_ONLY:
+        return
+    for name, dataset in zip(dataset_names, datasets):
+        parts = getattr(dataset, "datasets", [dataset])
+        label_maps = [getattr(part, "contiguous_category_id_to_json_id", None) for part in parts]
+        if any(label_map is None for label_map in label_maps):
+            continue
+        expected = 1 + max(len(label_map) for label_map in label_maps)
+        if cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES != expected:
+            raise ValueError(
+                "MODEL.ROI_BOX_HEAD.NUM_CLASSES is {} but dataset {!r} has {} categories; set "
+                "MODEL.ROI_BOX_HEAD.NUM_CLASSES {} (the categories + 1 for the background) in the "
+                "config or on the command line.".format(
+                    cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES, name, expected - 1, expected))
+
+
 def _load_replay_plan(cfg):
     """Check the balanced-replay settings (one training dataset, MODEL.LST.REPLAY,
     NUM_OLD_CLASSES against the phases file) before the datasets are loaded; returns the
@@ -310,6 +330,8 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0, is_
         dataset_list, transforms, paths_catalog.DatasetCatalog, is_train or is_for_period,
         category_ids=category_ids,
     )
+    check_num_classes(
+        cfg, datasets, [" + ".join(dataset_list)] if is_train or is_for_period else dataset_list)
     if is_train:
         save_labels(datasets, cfg.OUTPUT_DIR)
 

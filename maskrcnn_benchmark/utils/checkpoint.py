@@ -10,10 +10,15 @@ containers but no other Python objects (unpickling those can run arbitrary code)
 run's own checkpoints (files inside ``save_dir``) fall back to ``weights_only=False`` when they
 hold such objects, e.g. something passed to ``save(**kwargs)``; any other file is refused with an
 explanation of how to convert it.
+
+Bad files give one-line errors with the path, the cause and the fix: a truncated or corrupt
+checkpoint (CheckpointFileError), an empty or garbled ``last_checkpoint`` (ValueError; it never
+means "start from scratch"), a failed write such as a full disk (OSError; the previous checkpoint
+and tag are left intact).
 """
 import logging
 import os
-import pickle
+import shutil
 from collections.abc import Mapping
 
 import torch
@@ -22,7 +27,7 @@ from maskrcnn_benchmark.utils.c2_model_loading import load_c2_format
 from maskrcnn_benchmark.utils.comm import is_main_process
 from maskrcnn_benchmark.utils.imports import import_file
 from maskrcnn_benchmark.utils.miscellaneous import atomic_torch_save, atomic_write_text
-from maskrcnn_benchmark.utils.model_serialization import load_state_dict
+from maskrcnn_benchmark.utils.model_serialization import load_state_dict, load_torch_file
 from maskrcnn_benchmark.utils.model_zoo import cache_url
 
 LAST_CHECKPOINT_TAG = "last_checkpoint"
@@ -33,23 +38,18 @@ def _is_inside(path, directory):
     return os.path.commonpath([path, directory]) == directory
 
 
-def _torch_load(f, allow_python_objects):
-    """torch.load on the CPU with weights_only=True; with ``allow_python_objects``, retry without it."""
-    try:
-        return torch.load(f, map_location=torch.device("cpu"), weights_only=True)
-    except pickle.UnpicklingError as error:
-        if not allow_python_objects:
-            raise pickle.UnpicklingError(
-                f"{f} holds Python objects besides tensors, numbers, strings and containers, which "
-                f"torch.load(weights_only=True) refuses because unpickling them can run arbitrary "
-                f"code. If you trust the file, convert it once to plain weights and load that "
-                f"instead: python -c \"import torch; c = torch.load('{f}', weights_only=False); "
-                f"torch.save({{'model': c['model']}}, 'weights.pth')\""
-            ) from error
-    logging.getLogger(__name__).warning(
-        "%s holds Python objects besides tensors; loading it with weights_only=False because it is "
-        "this run's own checkpoint", f)
-    return torch.load(f, map_location=torch.device("cpu"), weights_only=False)
+def _write_error(path, error, save_dir, previous):
+    """OSError naming the checkpoint file that could not be written, the cause and the fix."""
+    if isinstance(error, OSError) and error.errno is not None:
+        cause = os.strerror(error.errno)
+    else:
+        cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    free_mb = shutil.disk_usage(save_dir).free / 2 ** 20
+    kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+    return OSError(
+        f"Could not write checkpoint {path}: {cause} ({free_mb:.0f} MB free in {save_dir}); {kept}. "
+        f"Free disk space there (or save less often: SOLVER.CHECKPOINT_PERIOD), then rerun to resume"
+    )
 
 
 class Checkpointer:
@@ -103,8 +103,12 @@ class Checkpointer:
         data.update(kwargs)
         save_file = os.path.join(self.save_dir, f"{name}.pth")
         self.logger.info("Saving checkpoint to %s", save_file)
-        atomic_torch_save(data, save_file)
-        self.tag_last_checkpoint(save_file)
+        previous = self.get_checkpoint_file() if self.has_checkpoint() else ""
+        try:
+            atomic_torch_save(data, save_file)
+            self.tag_last_checkpoint(save_file)
+        except (OSError, RuntimeError) as error:  # torch's zip writer reports a full disk as RuntimeError
+            raise _write_error(save_file, error, self.save_dir, previous) from error
 
     def load(self, f=None, use_latest=True):
         """Load the last checkpoint of ``save_dir`` if ``use_latest`` and one is tagged, else ``f``.
@@ -145,15 +149,25 @@ class Checkpointer:
         """Path of the tagged checkpoint, or "" if there is no tag.
 
         Tags hold a path relative to ``save_dir``; upstream's absolute paths are read too and, if
-        the folder has moved since, looked up by file name in ``save_dir``.
+        the folder has moved since, looked up by file name in ``save_dir``. A tag that is empty
+        or not one line of text is a ValueError (resuming must not silently start over).
         """
+        tag_path = os.path.join(self.save_dir, LAST_CHECKPOINT_TAG)
         try:
-            with open(os.path.join(self.save_dir, LAST_CHECKPOINT_TAG)) as tag:
-                tagged = tag.read().strip()
+            with open(tag_path, "rb") as tag:
+                content = tag.read()
         except OSError:  # no tag, or removed by another process meanwhile
             return ""
-        if not tagged:
-            return ""
+        try:
+            tagged = content.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            tagged = None
+        if not tagged or "\n" in tagged or "\x00" in tagged:
+            raise ValueError(
+                f"{tag_path} is {'empty' if not content.strip() else 'garbled'} "
+                f"({content[:40]!r}); it names the checkpoint to resume from: write the file name of "
+                f"one (e.g. model_0005000.pth) into it, or delete it to start training afresh"
+            )
         if not os.path.isabs(tagged):
             return os.path.join(self.save_dir, tagged)
         moved = os.path.join(self.save_dir, os.path.basename(tagged))
@@ -177,7 +191,11 @@ class Checkpointer:
                 f"Checkpoint file {f} does not exist. Check MODEL.WEIGHT (or the path passed to "
                 f"load()); DetectronCheckpointer also accepts http(s) URLs and catalog:// names."
             )
-        loaded = _torch_load(f, allow_python_objects=bool(self.save_dir) and _is_inside(f, self.save_dir))
+        own = bool(self.save_dir) and _is_inside(f, self.save_dir)
+        fix = (f"write the file name of an earlier checkpoint into "
+               f"{os.path.join(self.save_dir, LAST_CHECKPOINT_TAG)} to resume from it, or delete "
+               f"the file to start afresh") if own else "replace it with an intact copy"
+        loaded = load_torch_file(f, allow_python_objects=own, fix=fix)
         if not isinstance(loaded, Mapping):
             raise TypeError(
                 f"{f} holds a {type(loaded).__name__}, not a state dict: save model.state_dict() "

@@ -405,10 +405,16 @@ def load_annotation_json(ann_file, format_name, image_path_keys):
             data = json.load(f)
         except json.JSONDecodeError as error:
             raise ValueError("{} is not valid JSON: {}".format(ann_file, error)) from error
+    check_structure(data, ann_file, format_name, image_path_keys)
+    return data
 
+
+def check_structure(data, source, format_name, image_path_keys):
+    """ValueError naming ``source`` and the missing key unless ``data`` has the sections and the
+    record keys of REQUIRED_KEYS, and every image record one of ``image_path_keys``."""
     def not_the_format(problem):
         return ValueError(
-            "{} is not a {} annotation file: {}".format(ann_file, format_name, problem)
+            "{} is not a {} annotation file: {}".format(source, format_name, problem)
         )
 
     if not isinstance(data, dict):
@@ -438,10 +444,12 @@ def load_annotation_json(ann_file, format_name, image_path_keys):
                     image["id"], " / ".join(repr(k) for k in image_path_keys)
                 )
             )
-    return data
 
 
 # ----------------------------------------------------------------------------- training counts
+LVIS_IMAGE_PATH_KEYS = ("file_name", "coco_url")
+
+
 def training_statistics(train_annotations, source=None):
     """(instance_counts, image_counts) of an LVIS-format training set, from one TRAINING pass.
 
@@ -457,9 +465,9 @@ def training_statistics(train_annotations, source=None):
     """
     if isinstance(train_annotations, str):
         source = source or train_annotations
-        train_annotations = load_annotation_json(
-            train_annotations, "LVIS", ("file_name", "coco_url"))
+        train_annotations = load_annotation_json(train_annotations, "LVIS", LVIS_IMAGE_PATH_KEYS)
     source = source or "training annotations"
+    check_structure(train_annotations, source, "LVIS", LVIS_IMAGE_PATH_KEYS)
     checked = check_annotations(train_annotations, source, TRAINING, honour_iscrowd=False)
     for phrase in checked.report():
         logger.warning("%s: %s", source, phrase)
