@@ -210,7 +210,13 @@ def phase_category_ids(cfg):
 def check_num_classes(cfg, datasets, dataset_names):
     """ValueError unless MODEL.ROI_BOX_HEAD.NUM_CLASSES is 1 (background) + the number of
     training labels of every dataset with a label space (a smaller head fails at the first loss,
-    a larger one predicts labels the evaluation cannot map back to categories)."""
+    a larger one predicts labels the evaluation cannot map back to categories). Called by the
+    tools once the data loaders are built, before training or inference starts.
+
+    Arguments:
+        datasets (list): e.g. ``[loader.dataset for loader in loaders]`` (ConcatDatasets too).
+        dataset_names (list[str]): their names, for the message.
+    """
     if cfg.MODEL.RPN_ONLY:
         return
     for name, dataset in zip(dataset_names, datasets):
@@ -330,8 +336,6 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0, is_
         dataset_list, transforms, paths_catalog.DatasetCatalog, is_train or is_for_period,
         category_ids=category_ids,
     )
-    check_num_classes(
-        cfg, datasets, [" + ".join(dataset_list)] if is_train or is_for_period else dataset_list)
     if is_train:
         save_labels(datasets, cfg.OUTPUT_DIR)
 

@@ -33,6 +33,7 @@ from maskrcnn_benchmark.utils.metric_logger import MetricLogger
 
 from .inference import inference, iou_types_of
 from .mixed_precision import autocast
+from .resume import check_start_iteration, non_finite_loss_message
 
 LOG_PERIOD = 20  # iterations between log lines
 
@@ -97,11 +98,7 @@ def _check_losses_finite(loss_dict, iteration, device, output_dir):
     non_finite = [name for name, loss in loss_dict.items() if not torch.isfinite(loss).all()]
     if _any_process(bool(non_finite), device):
         culprits = ", ".join(non_finite) if non_finite else "a loss on another process"
-        raise FloatingPointError(
-            f"Loss became infinite or NaN at iteration {iteration} ({culprits}); training stopped "
-            f"before the update. The last checkpoint in {output_dir or 'OUTPUT_DIR'} is the last good "
-            f"state: lower SOLVER.BASE_LR or lengthen SOLVER.WARMUP_ITERS, then resume"
-        )
+        raise FloatingPointError(non_finite_loss_message(iteration, culprits, output_dir))
 
 
 def optimizer_step(loss_dict, optimizer, scaler, cfg, device, iteration, before_update=None):
@@ -263,6 +260,7 @@ def do_train(
     meters = MetricLogger(delimiter="  ")
     max_iter = len(data_loader)
     start_iter = arguments["iteration"]
+    check_start_iteration(start_iter, max_iter, cfg.OUTPUT_DIR, logger)
     rng_states = arguments.pop("rng_states", None)
     writer = _tensorboard_writer(cfg, start_iter)
     model.train()

@@ -11,6 +11,12 @@ run's own checkpoints (files inside ``save_dir``) fall back to ``weights_only=Fa
 hold such objects, e.g. something passed to ``save(**kwargs)``; any other file is refused with an
 explanation of how to convert it.
 
+Resuming restores the optimizer's state (momentum buffers) and the scheduler's position (the
+iteration), but the hyperparameters stay those the optimizer and scheduler were built with from
+the config (SOLVER.BASE_LR and its bias factor, MOMENTUM, WEIGHT_DECAY, STEPS, GAMMA, WARMUP_*):
+after a diverging run one can lower SOLVER.BASE_LR and resume. Every difference from the
+checkpoint's is logged with the learning rate now in force (``ConfigSolverSettings``).
+
 Bad files give one-line errors with the path, the cause and the fix: a truncated or corrupt
 checkpoint (CheckpointFileError), an empty or garbled ``last_checkpoint`` (ValueError; it never
 means "start from scratch"), a failed write such as a full disk (OSError; the previous checkpoint
@@ -38,6 +44,77 @@ def _is_inside(path, directory):
     return os.path.commonpath([path, directory]) == directory
 
 
+# State-dict entries of the optimizer's parameter groups and of WarmupMultiStepLR that come from
+# the config, and the config keys they come from.
+GROUP_KEYS = {
+    "initial_lr": "SOLVER.BASE_LR (x SOLVER.BIAS_LR_FACTOR for biases)",
+    "momentum": "SOLVER.MOMENTUM",
+    "weight_decay": "SOLVER.WEIGHT_DECAY (SOLVER.WEIGHT_DECAY_BIAS for biases)",
+    "dampening": "the optimizer's dampening",
+    "nesterov": "the optimizer's nesterov",
+}
+SCHEDULER_KEYS = {
+    "base_lrs": "SOLVER.BASE_LR (x SOLVER.BIAS_LR_FACTOR for biases)",
+    "milestones": "SOLVER.STEPS",
+    "gamma": "SOLVER.GAMMA",
+    "warmup_factor": "SOLVER.WARMUP_FACTOR",
+    "warmup_iters": "SOLVER.WARMUP_ITERS",
+    "warmup_method": "SOLVER.WARMUP_METHOD",
+}
+
+
+def _short(value):
+    """A value for a log line: lists of per-group numbers shown by their distinct values."""
+    if isinstance(value, (list, tuple)) and len(value) > 4:
+        distinct = sorted(set(value), key=value.index)
+        return "{} for {} groups".format(distinct if len(distinct) > 1 else distinct[0], len(value))
+    return repr(list(value) if isinstance(value, tuple) else value)
+
+
+class ConfigSolverSettings:
+    """The hyperparameters an optimizer and its scheduler were built with, to put back after a
+    checkpoint has been loaded into them (``reapply``)."""
+
+    def __init__(self, optimizer, scheduler):
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.groups = [{k: g[k] for k in GROUP_KEYS if k in g} for g in optimizer.param_groups]
+        self.schedule = {k: getattr(scheduler, k) for k in SCHEDULER_KEYS
+                         if scheduler is not None and hasattr(scheduler, k)}
+
+    def reapply(self, source, logger=None):
+        """Put the config's hyperparameters back after loading ``source``; returns the list of
+        differences "<config key>: checkpoint X, config Y" (empty: nothing changed)."""
+        changes = {}
+        for key, value in self.schedule.items():
+            loaded = getattr(self.scheduler, key)
+            if loaded != value:
+                changes.setdefault(SCHEDULER_KEYS[key], (loaded, value))
+                setattr(self.scheduler, key, value)
+        if len(self.groups) == len(self.optimizer.param_groups):
+            for fresh, group in zip(self.groups, self.optimizer.param_groups):
+                for key, value in fresh.items():
+                    if group.get(key) != value:
+                        changes.setdefault(GROUP_KEYS[key], (
+                            [g.get(key) for g in self.optimizer.param_groups],
+                            [f[key] for f in self.groups]))
+                        group[key] = value
+        if not changes:
+            return []
+        if self.scheduler is not None:
+            lrs = self.scheduler.get_lr()
+            for group, lr in zip(self.optimizer.param_groups, lrs):
+                group["lr"] = lr
+            self.scheduler._last_lr = list(lrs)
+        described = ["{}: checkpoint {}, config {}".format(key, _short(old), _short(new))
+                     for key, (old, new) in changes.items()]
+        (logger or logging.getLogger(__name__)).warning(
+            "Resuming from %s with solver settings that differ from the checkpoint's; the config's "
+            "apply from here on: %s; learning rate now %s", source, "; ".join(described),
+            _short([g["lr"] for g in self.optimizer.param_groups]))
+        return described
+
+
 def _write_error(path, error, save_dir, previous):
     """OSError naming the checkpoint file that could not be written, the cause and the fix."""
     if isinstance(error, OSError) and error.errno is not None:
@@ -50,6 +127,39 @@ def _write_error(path, error, save_dir, previous):
         f"Could not write checkpoint {path}: {cause} ({free_mb:.0f} MB free in {save_dir}); {kept}. "
         f"Free disk space there (or save less often: SOLVER.CHECKPOINT_PERIOD), then rerun to resume"
     )
+
+
+def tagged_checkpoint_file(save_dir, logger=None):
+    """Path of the checkpoint that ``<save_dir>/last_checkpoint`` names, or "" if there is no tag.
+
+    Tags hold a path relative to ``save_dir``; upstream's absolute paths are read too and, if
+    the folder has moved since, looked up by file name in ``save_dir``. A tag that is empty or
+    not one line of text is a ValueError (resuming must not silently start over).
+    """
+    tag_path = os.path.join(save_dir, LAST_CHECKPOINT_TAG)
+    try:
+        with open(tag_path, "rb") as tag:
+            content = tag.read()
+    except OSError:  # no tag, or removed by another process meanwhile
+        return ""
+    try:
+        tagged = content.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        tagged = None
+    if not tagged or "\n" in tagged or "\x00" in tagged:
+        raise ValueError(
+            f"{tag_path} is {'empty' if not content.strip() else 'garbled'} ({content[:40]!r}); it "
+            f"names the checkpoint to resume from: write the file name of one (e.g. "
+            f"model_0005000.pth) into it, or delete it to start training afresh"
+        )
+    if not os.path.isabs(tagged):
+        return os.path.join(save_dir, tagged)
+    moved = os.path.join(save_dir, os.path.basename(tagged))
+    if not os.path.exists(tagged) and os.path.exists(moved):
+        (logger or logging.getLogger(__name__)).info(
+            "%s no longer exists; using %s from the same folder", tagged, moved)
+        return moved
+    return tagged
 
 
 class Checkpointer:
@@ -133,6 +243,7 @@ class Checkpointer:
         self.logger.info("Loading checkpoint from %s", f)
         checkpoint = self._load_file(f)
         self._load_model(checkpoint)
+        config_settings = ConfigSolverSettings(self.optimizer, self.scheduler) if self.optimizer else None
         for name, obj in self._stateful_objects():
             if name not in checkpoint:
                 continue
@@ -140,41 +251,16 @@ class Checkpointer:
             if obj is not None:
                 self.logger.info("Loading %s from %s", name, f)
                 obj.load_state_dict(state)
+        if config_settings is not None:
+            config_settings.reapply(f, self.logger)
         return checkpoint
 
     def has_checkpoint(self):
         return bool(self.save_dir) and os.path.exists(os.path.join(self.save_dir, LAST_CHECKPOINT_TAG))
 
     def get_checkpoint_file(self):
-        """Path of the tagged checkpoint, or "" if there is no tag.
-
-        Tags hold a path relative to ``save_dir``; upstream's absolute paths are read too and, if
-        the folder has moved since, looked up by file name in ``save_dir``. A tag that is empty
-        or not one line of text is a ValueError (resuming must not silently start over).
-        """
-        tag_path = os.path.join(self.save_dir, LAST_CHECKPOINT_TAG)
-        try:
-            with open(tag_path, "rb") as tag:
-                content = tag.read()
-        except OSError:  # no tag, or removed by another process meanwhile
-            return ""
-        try:
-            tagged = content.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            tagged = None
-        if not tagged or "\n" in tagged or "\x00" in tagged:
-            raise ValueError(
-                f"{tag_path} is {'empty' if not content.strip() else 'garbled'} "
-                f"({content[:40]!r}); it names the checkpoint to resume from: write the file name of "
-                f"one (e.g. model_0005000.pth) into it, or delete it to start training afresh"
-            )
-        if not os.path.isabs(tagged):
-            return os.path.join(self.save_dir, tagged)
-        moved = os.path.join(self.save_dir, os.path.basename(tagged))
-        if not os.path.exists(tagged) and os.path.exists(moved):
-            self.logger.info("%s no longer exists; using %s from the same folder", tagged, moved)
-            return moved
-        return tagged
+        """Path of the tagged checkpoint, or "" if there is no tag (see tagged_checkpoint_file)."""
+        return tagged_checkpoint_file(self.save_dir, self.logger)
 
     def tag_last_checkpoint(self, last_filename):
         """Record ``last_filename`` in ``<save_dir>/last_checkpoint``, relative to ``save_dir`` when inside it."""
