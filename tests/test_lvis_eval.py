@@ -3,6 +3,7 @@ checked against lvis-api's LVISEval (lvis 0.5.3, with np.float restored for it o
 import copy
 import importlib.util
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -268,13 +269,19 @@ def test_bins_groups_and_per_category_ap(tmp_path, reference):
         group_ap(fast, [[123456]])
 
 
-def test_training_instance_counts():
-    train = {"categories": [{"id": 1}, {"id": 2}, {"id": 3}],
-             "annotations": [{"category_id": 1}, {"category_id": 1}, {"category_id": 3}]}
+def test_training_instance_counts_count_annotations_not_the_fields(caplog):
+    train = {"images": [{"id": 1, "width": 20, "height": 20, "file_name": "1.jpg"}],
+             "categories": [{"id": c, "name": str(c)} for c in (1, 2, 3)],
+             "annotations": [{"id": k, "image_id": 1, "category_id": c, "bbox": [2, 2, 5, 5]}
+                             for k, c in enumerate([1, 1, 3])]}
     assert training_instance_counts(train) == {1: 2, 2: 0, 3: 1}
-    for c, n in zip(train["categories"], [7, 8, 9]):
-        c["instance_count"] = n
-    assert training_instance_counts(train) == {1: 7, 2: 8, 3: 9}
+    for c, n in zip(train["categories"], [2, 8, 9]):
+        c["instance_count"] = n  # 2 and 3 are stale
+    with caplog.at_level(logging.WARNING):
+        assert training_instance_counts(train) == {1: 2, 2: 0, 3: 1}
+    stale = [r.getMessage() for r in caplog.records if "instance_count fields differ" in r.getMessage()]
+    assert len(stale) == 1
+    assert "2 categories'" in stale[0] and "category 2: field 8, counted 0" in stale[0]
 
 
 # ---------------------------------------------------------------------------- the CLI
@@ -295,8 +302,8 @@ def test_cli_end_to_end(tmp_path, reference):
     results = [r for r in results if r["category_id"] in {c["id"] for c in gt["categories"]}]
     for r in results:
         del r["bbox"]
-    train = {"images": [], "annotations": [],
-             "categories": [dict(c, instance_count=(k * 37) % 1500)
+    # Categories alone: the bins come from their instance_count fields.
+    train = {"categories": [dict(c, instance_count=(k * 37) % 1500)
                             for k, c in enumerate(gt["categories"])]}
     out = tmp_path / "metrics.json"
     done = _run_cli("--gt", _write(tmp_path / "val.json", gt),

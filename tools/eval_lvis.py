@@ -54,7 +54,10 @@ def _load_train_counts(path):
     if not all("instance_count" in c for c in train["categories"]) and "annotations" not in train:
         raise EvaluationInputError("training file {}: categories lack 'instance_count' and there "
                                    "are no 'annotations' to count".format(path))
-    return training_instance_counts(train)
+    try:
+        return training_instance_counts(train, path)
+    except ValueError as e:
+        raise EvaluationInputError(str(e)) from None
 
 
 def _load_groups(path, lvis_gt):
@@ -80,7 +83,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         lvis_gt = load_ground_truth(args.gt)
-        results = load_results(args.dt, lvis_gt)
+        results = load_results(args.dt, lvis_gt, args.iou_type)
         instance_counts = _load_train_counts(args.train) if args.train else None
         groups = _load_groups(args.groups, lvis_gt) if args.groups else None
     except EvaluationInputError as e:

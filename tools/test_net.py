@@ -12,7 +12,7 @@ import argparse
 import torch
 
 from maskrcnn_benchmark.config import cfg
-from maskrcnn_benchmark.engine.cli import add_common_arguments, init_distributed, load_config
+from maskrcnn_benchmark.engine.cli import add_common_arguments, init_distributed, load_config, parse_arguments
 from maskrcnn_benchmark.engine.inference import run_test
 from maskrcnn_benchmark.lst import ResolvedPhase
 from maskrcnn_benchmark.modeling.detector import build_detection_model
@@ -29,7 +29,7 @@ def main():
         help="The path to the checkpoint for test, default is the latest checkpoint.",
     )
     add_common_arguments(parser)
-    args = parser.parse_args()
+    args = parse_arguments(parser)
 
     load_config(cfg, args.config_file, args.opts)
     _, num_processes = init_distributed(cfg, args.local_rank)

@@ -19,8 +19,8 @@ import os
 import torch
 
 from maskrcnn_benchmark.config import cfg
-from maskrcnn_benchmark.data import make_data_loader
-from maskrcnn_benchmark.engine.cli import add_common_arguments, init_distributed, load_config, log_run_info
+from maskrcnn_benchmark.data import check_num_classes, make_data_loader
+from maskrcnn_benchmark.engine.cli import add_common_arguments, init_distributed, load_config, log_run_info, parse_arguments
 from maskrcnn_benchmark.engine.inference import run_test
 from maskrcnn_benchmark.engine.mixed_precision import make_grad_scaler
 from maskrcnn_benchmark.engine.trainer import default_hooks, do_train
@@ -82,6 +82,7 @@ def train(cfg, local_rank, distributed, phase):
     data_loader = make_data_loader(
         cfg, is_train=True, is_distributed=distributed, start_iter=arguments["iteration"], **loader_options
     )
+    check_num_classes(cfg, [data_loader.dataset], [" + ".join(cfg.DATASETS.TRAIN)])
     test_period = cfg.SOLVER.TEST_PERIOD
     data_loader_val = None
     if test_period > 0:
@@ -105,7 +106,7 @@ def main():
     parser = argparse.ArgumentParser(description="PyTorch Object Detection Training")
     add_common_arguments(parser)
     parser.add_argument("--skip-test", dest="skip_test", action="store_true", help="Do not test the final model")
-    args = parser.parse_args()
+    args = parse_arguments(parser)
 
     load_config(cfg, args.config_file, args.opts)
     local_rank, num_processes = init_distributed(cfg, args.local_rank)

@@ -15,7 +15,14 @@ BASE_KEY = "_BASE_"
 
 def _read_yaml(path):
     with open(path, "r") as f:
-        content = yaml.safe_load(f)
+        try:
+            content = yaml.safe_load(f)
+        except yaml.MarkedYAMLError as error:
+            mark = error.problem_mark or error.context_mark
+            raise ValueError("{}, line {}, column {}: YAML syntax error: {}{}".format(
+                path, mark.line + 1, mark.column + 1, error.problem or error.context,
+                " ({})".format(error.context) if error.context and error.problem else ""
+            )) from None
     if content is None:
         return {}
     if not isinstance(content, dict):

@@ -186,6 +186,32 @@ def make_batch_data_sampler(
     return batch_sampler
 
 
+def check_num_classes(cfg, datasets, dataset_names):
+    """ValueError unless MODEL.ROI_BOX_HEAD.NUM_CLASSES is 1 (background) + the number of
+    training labels of every dataset with a label space (a smaller head fails at the first loss,
+    a larger one predicts labels the evaluation cannot map back to categories). Called by the
+    tools once the data loaders are built, before training or inference starts.
+
+    Arguments:
+        datasets (list): e.g. ``[loader.dataset for loader in loaders]`` (ConcatDatasets too).
+        dataset_names (list[str]): their names, for the message.
+    """
+    if cfg.MODEL.RPN_ONLY:
+        return
+    for name, dataset in zip(dataset_names, datasets):
+        parts = getattr(dataset, "datasets", [dataset])
+        label_maps = [getattr(part, "contiguous_category_id_to_json_id", None) for part in parts]
+        if any(label_map is None for label_map in label_maps):
+            continue
+        expected = 1 + max(len(label_map) for label_map in label_maps)
+        if cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES != expected:
+            raise ValueError(
+                "MODEL.ROI_BOX_HEAD.NUM_CLASSES is {} but dataset {!r} has {} categories; set "
+                "MODEL.ROI_BOX_HEAD.NUM_CLASSES {} (the categories + 1 for the background) in the "
+                "config or on the command line.".format(
+                    cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES, name, expected - 1, expected))
+
+
 def _images_per_process(images_per_batch, key, num_processes):
     if images_per_batch <= 0 or images_per_batch % num_processes != 0:
         raise ValueError(

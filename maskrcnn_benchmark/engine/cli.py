@@ -7,12 +7,14 @@ torch.distributed.run). It then joins the process group over NCCL when MODEL.DEV
 """
 import argparse
 import os
+import sys
 
 import torch
 import torch.distributed as dist
 import yaml
 
 from maskrcnn_benchmark.config.config_file import merge_config_file
+from maskrcnn_benchmark.config.value_checks import check_value_ranges
 from maskrcnn_benchmark.utils.collect_env import collect_env_info
 from maskrcnn_benchmark.utils.comm import synchronize
 
@@ -29,6 +31,30 @@ def add_common_arguments(parser):
         nargs=argparse.REMAINDER,
     )
     return parser
+
+
+def parse_arguments(parser, argv=None):
+    """``parser.parse_args(argv)``, except that the parser's own options may also come after
+    the trailing KEY VALUE config overrides (``... SOLVER.MAX_ITER 10 --skip-test``): an
+    argument in a KEY position of the overrides that is one of the parser's options is moved in
+    front of them (with its value, for an option that takes one) before parsing again."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    opts = parser.parse_args(argv).opts or []
+    options, overrides = [], []
+    position = 0
+    while position < len(opts):
+        token = opts[position]
+        action = parser._option_string_actions.get(token.split("=", 1)[0])
+        if action is None or len(overrides) % 2:
+            overrides.append(token)
+            position += 1
+            continue
+        takes_value = action.nargs is None and "=" not in token
+        options.extend(opts[position:position + 1 + takes_value])
+        position += 1 + takes_value
+    if not options:
+        return parser.parse_args(argv)
+    return parser.parse_args(argv[:len(argv) - len(opts)] + options + overrides)
 
 
 def load_config(cfg, config_file, opts):
@@ -49,6 +75,10 @@ def load_config(cfg, config_file, opts):
         cfg.merge_from_list(opts or [])
     except (KeyError, ValueError, AssertionError) as error:
         raise SystemExit(f"error in command-line config options {' '.join(opts)}: {_reason(error)}") from None
+    try:
+        check_value_ranges(cfg)
+    except ValueError as error:
+        raise SystemExit(f"error in the config ({config_file} and the command line): {error}") from None
     cfg.freeze()
     _check_device(cfg.MODEL.DEVICE)
 

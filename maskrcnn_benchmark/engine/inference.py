@@ -10,7 +10,7 @@ import os
 import torch
 from tqdm import tqdm
 
-from maskrcnn_benchmark.data import make_data_loader
+from maskrcnn_benchmark.data import check_num_classes, make_data_loader
 from maskrcnn_benchmark.data.datasets.evaluation import evaluate
 from maskrcnn_benchmark.utils.comm import gather, get_world_size, is_main_process, synchronize
 from maskrcnn_benchmark.utils.imports import import_file
@@ -202,6 +202,7 @@ def run_test(cfg, model, distributed, category_ids=None, category_groups=None):
             output_folders[idx] = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
             mkdir(output_folders[idx])
     data_loaders_val = make_data_loader(cfg, is_train=False, is_distributed=distributed, category_ids=category_ids)
+    check_num_classes(cfg, [loader.dataset for loader in data_loaders_val], dataset_names)
     results = []
     for output_folder, dataset_name, data_loader_val in zip(output_folders, dataset_names, data_loaders_val):
         results.append(

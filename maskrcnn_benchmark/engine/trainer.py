@@ -36,6 +36,7 @@ from maskrcnn_benchmark.utils.metric_logger import MetricLogger
 
 from .inference import inference, iou_types_of
 from .mixed_precision import autocast
+from .resume import check_start_iteration, non_finite_loss_message
 
 LOG_PERIOD = 20  # iterations between log lines
 
@@ -100,11 +101,7 @@ def _check_losses_finite(loss_dict, iteration, device, output_dir):
     non_finite = [name for name, loss in loss_dict.items() if not torch.isfinite(loss).all()]
     if any_process(bool(non_finite), device):
         culprits = ", ".join(non_finite) if non_finite else "a loss on another process"
-        raise FloatingPointError(
-            f"Loss became infinite or NaN at iteration {iteration} ({culprits}); training stopped "
-            f"before the update. The last checkpoint in {output_dir or 'OUTPUT_DIR'} is the last good "
-            f"state: lower SOLVER.BASE_LR or lengthen SOLVER.WARMUP_ITERS, then resume"
-        )
+        raise FloatingPointError(non_finite_loss_message(iteration, culprits, output_dir))
 
 
 def optimizer_step(loss_dict, optimizer, scaler, cfg, device, iteration, before_update=None):
@@ -336,6 +333,7 @@ class Trainer:
         checkpoint is written for that iteration).
         """
         self.logger.info("Start training")
+        check_start_iteration(self.start_iter, self.max_iter, self.cfg.OUTPUT_DIR, self.logger)
         rng_states = self.arguments.pop("rng_states", None)
         self.writer = _tensorboard_writer(self.cfg, self.start_iter)
         self.model.train()

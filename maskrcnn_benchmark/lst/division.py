@@ -2,8 +2,8 @@
 group and incremental groups (phases.json), and the balanced-replay plan of each phase
 (replay_plan.json); lst.experiment names and writes the files, docs/lst.md describes them.
 
-Division: categories are sorted by training instance count (annotations per category in the
-training json), descending, ties by ascending id; the first ``base`` form groups[0] (C_0), the
+Division: categories are sorted by training instance count (annotations per category that
+training uses, after the checks of data/datasets/annotation_checks.py), descending, ties by ascending id; the first ``base`` form groups[0] (C_0), the
 rest are cut into groups of ``phase_size`` (the last may be smaller). The training label of a
 category is 1 + its position in that order, so the labels of phase t are 1..len(seen classes)
 and the old classes' rows are a prefix of the new ones.
@@ -16,10 +16,11 @@ replays quota_k = ceil(n_c / n_k) images per epoch (paper), or max(1, round(n_c 
 import json
 import math
 import os
-from collections import Counter
 from fractions import Fraction
 
 import numpy as np
+
+from maskrcnn_benchmark.data.datasets.annotation_checks import training_statistics
 
 QUOTA_RULES = ("ceil", "round")
 
@@ -52,17 +53,12 @@ def load_train_annotations(path):
     return data
 
 
-def category_statistics(data):
-    """(instance_counts, image_counts): dicts category id -> number of annotations of it, and
-    -> number of distinct images with at least one of them, counted from ``data["annotations"]``
-    (0 for a category without annotations; a category's "instance_count" field is not used)."""
-    instances = Counter(a["category_id"] for a in data["annotations"])
-    images = Counter(c for c, _ in {(a["category_id"], a["image_id"]) for a in data["annotations"]})
-    category_ids = [c["id"] for c in data["categories"]]
-    return (
-        {c: instances.get(c, 0) for c in category_ids},
-        {c: images.get(c, 0) for c in category_ids},
-    )
+def category_statistics(data, source="training annotations"):
+    """(instance_counts, image_counts): dicts category id -> number of annotations training uses
+    of it, and -> number of distinct images with at least one of them (0 for a category without
+    any), from the one validation pass of annotation_checks.training_statistics (a category's
+    "instance_count" field is only compared, with a warning)."""
+    return training_statistics(data, source)
 
 
 # ----------------------------------------------------------------------------- division

@@ -127,7 +127,7 @@ class Experiment:
         Returns (phases, {t: replay plan}, instance_counts).
         """
         data = load_train_annotations(train_json)
-        instance_counts, image_counts = category_statistics(data)
+        instance_counts, image_counts = category_statistics(data, train_json)
         phases = divide_categories(instance_counts, base, phase_size)
         plans = {
             t: make_replay_plan(phases, t, instance_counts, image_counts, quota_rule)

@@ -10,10 +10,21 @@ containers but no other Python objects (unpickling those can run arbitrary code)
 run's own checkpoints (files inside ``save_dir``) fall back to ``weights_only=False`` when they
 hold such objects, e.g. something passed to ``save(**kwargs)``; any other file is refused with an
 explanation of how to convert it.
+
+Resuming restores the optimizer's state (momentum buffers) and the scheduler's position (the
+iteration), but the hyperparameters stay those the optimizer and scheduler were built with from
+the config (SOLVER.BASE_LR and its bias factor, MOMENTUM, WEIGHT_DECAY, STEPS, GAMMA, WARMUP_*):
+after a diverging run one can lower SOLVER.BASE_LR and resume. Every difference from the
+checkpoint's is logged with the learning rate now in force (``ConfigSolverSettings``).
+
+Bad files give one-line errors with the path, the cause and the fix: a truncated or corrupt
+checkpoint (CheckpointFileError), an empty or garbled ``last_checkpoint`` (ValueError; it never
+means "start from scratch"), a failed write such as a full disk (OSError; the previous checkpoint
+and tag are left intact).
 """
 import logging
 import os
-import pickle
+import shutil
 from collections.abc import Mapping
 
 import torch
@@ -22,7 +33,7 @@ from maskrcnn_benchmark.utils.c2_model_loading import load_c2_format
 from maskrcnn_benchmark.utils.comm import is_main_process
 from maskrcnn_benchmark.utils.imports import import_file
 from maskrcnn_benchmark.utils.miscellaneous import atomic_torch_save, atomic_write_text
-from maskrcnn_benchmark.utils.model_serialization import load_state_dict
+from maskrcnn_benchmark.utils.model_serialization import load_state_dict, load_torch_file
 from maskrcnn_benchmark.utils.model_zoo import cache_url
 from maskrcnn_benchmark.utils.torchvision_model_loading import (
     is_torchvision_resnet_state_dict,
@@ -37,23 +48,122 @@ def _is_inside(path, directory):
     return os.path.commonpath([path, directory]) == directory
 
 
-def _torch_load(f, allow_python_objects):
-    """torch.load on the CPU with weights_only=True; with ``allow_python_objects``, retry without it."""
+# State-dict entries of the optimizer's parameter groups and of WarmupMultiStepLR that come from
+# the config, and the config keys they come from.
+GROUP_KEYS = {
+    "initial_lr": "SOLVER.BASE_LR (x SOLVER.BIAS_LR_FACTOR for biases)",
+    "momentum": "SOLVER.MOMENTUM",
+    "weight_decay": "SOLVER.WEIGHT_DECAY (SOLVER.WEIGHT_DECAY_BIAS for biases)",
+    "dampening": "the optimizer's dampening",
+    "nesterov": "the optimizer's nesterov",
+}
+SCHEDULER_KEYS = {
+    "base_lrs": "SOLVER.BASE_LR (x SOLVER.BIAS_LR_FACTOR for biases)",
+    "milestones": "SOLVER.STEPS",
+    "gamma": "SOLVER.GAMMA",
+    "warmup_factor": "SOLVER.WARMUP_FACTOR",
+    "warmup_iters": "SOLVER.WARMUP_ITERS",
+    "warmup_method": "SOLVER.WARMUP_METHOD",
+}
+
+
+def _short(value):
+    """A value for a log line: lists of per-group numbers shown by their distinct values."""
+    if isinstance(value, (list, tuple)) and len(value) > 4:
+        distinct = sorted(set(value), key=value.index)
+        return "{} for {} groups".format(distinct if len(distinct) > 1 else distinct[0], len(value))
+    return repr(list(value) if isinstance(value, tuple) else value)
+
+
+class ConfigSolverSettings:
+    """The hyperparameters an optimizer and its scheduler were built with, to put back after a
+    checkpoint has been loaded into them (``reapply``)."""
+
+    def __init__(self, optimizer, scheduler):
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.groups = [{k: g[k] for k in GROUP_KEYS if k in g} for g in optimizer.param_groups]
+        self.schedule = {k: getattr(scheduler, k) for k in SCHEDULER_KEYS
+                         if scheduler is not None and hasattr(scheduler, k)}
+
+    def reapply(self, source, logger=None):
+        """Put the config's hyperparameters back after loading ``source``; returns the list of
+        differences "<config key>: checkpoint X, config Y" (empty: nothing changed)."""
+        changes = {}
+        for key, value in self.schedule.items():
+            loaded = getattr(self.scheduler, key)
+            if loaded != value:
+                changes.setdefault(SCHEDULER_KEYS[key], (loaded, value))
+                setattr(self.scheduler, key, value)
+        if len(self.groups) == len(self.optimizer.param_groups):
+            for fresh, group in zip(self.groups, self.optimizer.param_groups):
+                for key, value in fresh.items():
+                    if group.get(key) != value:
+                        changes.setdefault(GROUP_KEYS[key], (
+                            [g.get(key) for g in self.optimizer.param_groups],
+                            [f[key] for f in self.groups]))
+                        group[key] = value
+        if not changes:
+            return []
+        if self.scheduler is not None:
+            lrs = self.scheduler.get_lr()
+            for group, lr in zip(self.optimizer.param_groups, lrs):
+                group["lr"] = lr
+            self.scheduler._last_lr = list(lrs)
+        described = ["{}: checkpoint {}, config {}".format(key, _short(old), _short(new))
+                     for key, (old, new) in changes.items()]
+        (logger or logging.getLogger(__name__)).warning(
+            "Resuming from %s with solver settings that differ from the checkpoint's; the config's "
+            "apply from here on: %s; learning rate now %s", source, "; ".join(described),
+            _short([g["lr"] for g in self.optimizer.param_groups]))
+        return described
+
+
+def _write_error(path, error, save_dir, previous):
+    """OSError naming the checkpoint file that could not be written, the cause and the fix."""
+    if isinstance(error, OSError) and error.errno is not None:
+        cause = os.strerror(error.errno)
+    else:
+        cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    free_mb = shutil.disk_usage(save_dir).free / 2 ** 20
+    kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+    return OSError(
+        f"Could not write checkpoint {path}: {cause} ({free_mb:.0f} MB free in {save_dir}); {kept}. "
+        f"Free disk space there (or save less often: SOLVER.CHECKPOINT_PERIOD), then rerun to resume"
+    )
+
+
+def tagged_checkpoint_file(save_dir, logger=None):
+    """Path of the checkpoint that ``<save_dir>/last_checkpoint`` names, or "" if there is no tag.
+
+    Tags hold a path relative to ``save_dir``; upstream's absolute paths are read too and, if
+    the folder has moved since, looked up by file name in ``save_dir``. A tag that is empty or
+    not one line of text is a ValueError (resuming must not silently start over).
+    """
+    tag_path = os.path.join(save_dir, LAST_CHECKPOINT_TAG)
     try:
-        return torch.load(f, map_location=torch.device("cpu"), weights_only=True)
-    except pickle.UnpicklingError as error:
-        if not allow_python_objects:
-            raise pickle.UnpicklingError(
-                f"{f} holds Python objects besides tensors, numbers, strings and containers, which "
-                f"torch.load(weights_only=True) refuses because unpickling them can run arbitrary "
-                f"code. If you trust the file, convert it once to plain weights and load that "
-                f"instead: python -c \"import torch; c = torch.load('{f}', weights_only=False); "
-                f"torch.save({{'model': c['model']}}, 'weights.pth')\""
-            ) from error
-    logging.getLogger(__name__).warning(
-        "%s holds Python objects besides tensors; loading it with weights_only=False because it is "
-        "this run's own checkpoint", f)
-    return torch.load(f, map_location=torch.device("cpu"), weights_only=False)
+        with open(tag_path, "rb") as tag:
+            content = tag.read()
+    except OSError:  # no tag, or removed by another process meanwhile
+        return ""
+    try:
+        tagged = content.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        tagged = None
+    if not tagged or "\n" in tagged or "\x00" in tagged:
+        raise ValueError(
+            f"{tag_path} is {'empty' if not content.strip() else 'garbled'} ({content[:40]!r}); it "
+            f"names the checkpoint to resume from: write the file name of one (e.g. "
+            f"model_0005000.pth) into it, or delete it to start training afresh"
+        )
+    if not os.path.isabs(tagged):
+        return os.path.join(save_dir, tagged)
+    moved = os.path.join(save_dir, os.path.basename(tagged))
+    if not os.path.exists(tagged) and os.path.exists(moved):
+        (logger or logging.getLogger(__name__)).info(
+            "%s no longer exists; using %s from the same folder", tagged, moved)
+        return moved
+    return tagged
 
 
 class Checkpointer:
@@ -108,8 +218,12 @@ class Checkpointer:
         data.update(kwargs)
         save_file = os.path.join(self.save_dir, f"{name}.pth")
         self.logger.info("Saving checkpoint to %s", save_file)
-        atomic_torch_save(data, save_file)
-        self.tag_last_checkpoint(save_file)
+        previous = self.get_checkpoint_file() if self.has_checkpoint() else ""
+        try:
+            atomic_torch_save(data, save_file)
+            self.tag_last_checkpoint(save_file)
+        except (OSError, RuntimeError) as error:  # torch's zip writer reports a full disk as RuntimeError
+            raise _write_error(save_file, error, self.save_dir, previous) from error
 
     def load(self, f=None, use_latest=True):
         """Load the last checkpoint of ``save_dir`` if ``use_latest`` and one is tagged, else ``f``.
@@ -134,6 +248,7 @@ class Checkpointer:
         self.logger.info("Loading checkpoint from %s", f)
         checkpoint = self._load_file(f)
         self._load_model(checkpoint)
+        config_settings = ConfigSolverSettings(self.optimizer, self.scheduler) if self.optimizer else None
         for name, obj in self._stateful_objects():
             if name not in checkpoint:
                 continue
@@ -141,31 +256,16 @@ class Checkpointer:
             if obj is not None:
                 self.logger.info("Loading %s from %s", name, f)
                 obj.load_state_dict(state)
+        if config_settings is not None:
+            config_settings.reapply(f, self.logger)
         return checkpoint
 
     def has_checkpoint(self):
         return bool(self.save_dir) and os.path.exists(os.path.join(self.save_dir, LAST_CHECKPOINT_TAG))
 
     def get_checkpoint_file(self):
-        """Path of the tagged checkpoint, or "" if there is no tag.
-
-        Tags hold a path relative to ``save_dir``; upstream's absolute paths are read too and, if
-        the folder has moved since, looked up by file name in ``save_dir``.
-        """
-        try:
-            with open(os.path.join(self.save_dir, LAST_CHECKPOINT_TAG)) as tag:
-                tagged = tag.read().strip()
-        except OSError:  # no tag, or removed by another process meanwhile
-            return ""
-        if not tagged:
-            return ""
-        if not os.path.isabs(tagged):
-            return os.path.join(self.save_dir, tagged)
-        moved = os.path.join(self.save_dir, os.path.basename(tagged))
-        if not os.path.exists(tagged) and os.path.exists(moved):
-            self.logger.info("%s no longer exists; using %s from the same folder", tagged, moved)
-            return moved
-        return tagged
+        """Path of the tagged checkpoint, or "" if there is no tag (see tagged_checkpoint_file)."""
+        return tagged_checkpoint_file(self.save_dir, self.logger)
 
     def tag_last_checkpoint(self, last_filename):
         """Record ``last_filename`` in ``<save_dir>/last_checkpoint``, relative to ``save_dir`` when inside it."""
@@ -182,7 +282,11 @@ class Checkpointer:
                 f"Checkpoint file {f} does not exist. Check MODEL.WEIGHT (or the path passed to "
                 f"load()); DetectronCheckpointer also accepts http(s) URLs and catalog:// names."
             )
-        loaded = _torch_load(f, allow_python_objects=bool(self.save_dir) and _is_inside(f, self.save_dir))
+        own = bool(self.save_dir) and _is_inside(f, self.save_dir)
+        fix = (f"write the file name of an earlier checkpoint into "
+               f"{os.path.join(self.save_dir, LAST_CHECKPOINT_TAG)} to resume from it, or delete "
+               f"the file to start afresh") if own else "replace it with an intact copy"
+        loaded = load_torch_file(f, allow_python_objects=own, fix=fix)
         if not isinstance(loaded, Mapping):
             raise TypeError(
                 f"{f} holds a {type(loaded).__name__}, not a state dict: save model.state_dict() "

@@ -6,6 +6,9 @@ Pretrained weights name their tensors after the network they came from ("conv1.w
 the value of the loaded key that is its longest suffix, so both land in the right place.
 """
 import logging
+import os
+import pickle
+import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
 
@@ -134,10 +137,79 @@ CLASS_SPECIFIC_KEYS = tuple("predictor." + name for name in (
     "mask_fcn_logits.weight", "mask_fcn_logits.bias"))
 
 
+class CheckpointFileError(RuntimeError):
+    """A checkpoint file that cannot be read; the one-line message names the file, cause and fix."""
+
+
+def _first_line(error):
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _is_torch_file(path):
+    """Whether ``path`` starts like a file of torch.save: a zip archive (since PyTorch 1.6) or a
+    pickle (the legacy format)."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"
+
+
+# What torch.load raises for a truncated or corrupt file (besides pickle.UnpicklingError).
+_READ_ERRORS = (RuntimeError, EOFError, zipfile.BadZipFile, ValueError)
+
+
+def _corrupt_file_error(path, error, fix):
+    return CheckpointFileError(
+        f"{path} cannot be read: it is truncated or corrupt ({os.path.getsize(path)} bytes; "
+        f"torch.load: {_first_line(error)}); {fix}")
+
+
+def load_torch_file(path, allow_python_objects=False, fix=None):
+    """``torch.load(path)`` on the CPU with ``weights_only=True``.
+
+    Arguments:
+        allow_python_objects (bool): retry with weights_only=False when the file holds Python
+            objects besides tensors (only for files one trusts: unpickling can run code).
+        fix (str, optional): what to do about a corrupt file, for its error message.
+
+    Raises CheckpointFileError with the path, the cause and the fix for a truncated, corrupt or
+    foreign file, and pickle.UnpicklingError explaining the conversion for an intact file with
+    Python objects (without ``allow_python_objects``).
+    """
+    fix = fix or "replace it with an intact copy"
+    try:
+        return torch.load(path, map_location=torch.device("cpu"), weights_only=True)
+    except pickle.UnpicklingError as error:
+        if not _is_torch_file(path):
+            raise CheckpointFileError(
+                f"{path} is not a PyTorch checkpoint (neither a zip archive nor a pickle: "
+                f"{os.path.getsize(path)} bytes of something else); {fix}") from error
+        if not allow_python_objects:
+            raise pickle.UnpicklingError(
+                f"{path} holds Python objects besides tensors, numbers, strings and containers, "
+                f"which torch.load(weights_only=True) refuses because unpickling them can run "
+                f"arbitrary code. If you trust the file, convert it once to plain weights and "
+                f"load that instead: python -c \"import torch; c = torch.load('{path}', "
+                f"weights_only=False); torch.save({{'model': c['model']}}, 'weights.pth')\""
+            ) from error
+    except _READ_ERRORS as error:
+        raise _corrupt_file_error(path, error, fix) from error
+    logger.warning("%s holds Python objects besides tensors; loading it with weights_only=False "
+                   "because it is this run's own checkpoint", path)
+    try:
+        return torch.load(path, map_location=torch.device("cpu"), weights_only=False)
+    except _READ_ERRORS + (pickle.UnpicklingError,) as error:
+        raise _corrupt_file_error(path, error, fix) from error
+
+
 def load_checkpoint_model(path):
     """(model state dict, names of the other checkpoint entries) of a .pth file: a checkpoint dict
     with "model" (ours, upstream's) or a bare state dict. SystemExit naming the file otherwise."""
-    checkpoint = torch.load(path, map_location=torch.device("cpu"), weights_only=True)
+    try:
+        checkpoint = load_torch_file(path)
+    except (CheckpointFileError, pickle.UnpicklingError) as error:
+        raise SystemExit(str(error)) from None
     if not isinstance(checkpoint, Mapping):
         raise SystemExit("{} holds a {}, not a checkpoint dict".format(path, type(checkpoint).__name__))
     if "model" not in checkpoint:

@@ -1,14 +1,14 @@
 """COCO-format instance datasets.
 
 ``JsonDetectionDataset`` holds what COCODataset and LVISDataset share: validating the annotation
-JSON, cleaning the annotations once at load time (with counted, logged skips), the contiguous
-label space, and building the (image, BoxList target, index) samples. ``COCODataset`` adds the
+JSON once at load time (annotation_checks.py: the training policy skips and counts bad
+annotations, the test policy refuses them, since they are the evaluation's ground truth), the
+contiguous label space, and building the (image, BoxList target, index) samples. ``COCODataset`` adds the
 pycocotools index, crowd filtering and COCO's file_name image paths.
 
 Boxes follow maskrcnn-benchmark's conventions: JSON boxes are [x, y, w, h] in pixels and become
 inclusive xyxy corners [x, y, x + w - 1, y + h - 1] (BoxList's "xywh" -> "xyxy" conversion).
 """
-import json
 import logging
 import os
 from collections import Counter
@@ -20,106 +20,24 @@ from pycocotools.coco import COCO
 from maskrcnn_benchmark.structures.bounding_box import BoxList
 from maskrcnn_benchmark.structures.segmentation_mask import SegmentationMask
 
+from .annotation_checks import EVALUATION, TRAINING, check_annotations, load_annotation_json
+
 logger = logging.getLogger(__name__)
-
-# Keys every record of each section must have (image path keys are checked per format).
-REQUIRED_KEYS = {
-    "images": ("id", "height", "width"),
-    "annotations": ("id", "image_id", "category_id", "bbox"),
-    "categories": ("id", "name"),
-}
-
-# Reasons an annotation, a polygon or an image is dropped at load time, as logged.
-SKIP_REASONS = {
-    "empty_box": "annotations with a zero or negative box width/height",
-    "bad_polygon": "polygons with fewer than 3 points or an odd number of coordinates",
-    "no_polygon": "annotations left with no valid polygon",
-    "rle_segmentation": "non-crowd annotations with an RLE segmentation (only polygons are read)",
-    "image_without_annotations": "training images without a valid annotation",
-}
-
-
-def load_annotation_json(ann_file, format_name, image_path_keys):
-    """Read a COCO/LVIS annotation file and check its structure.
-
-    Arguments:
-        ann_file (str): path of the JSON file.
-        format_name (str): "COCO" or "LVIS", used in error messages.
-        image_path_keys (tuple[str]): an image record needs at least one of these keys.
-
-    Returns the parsed dict. Raises FileNotFoundError for a missing file and ValueError naming
-    the file and the missing key for a JSON that is not in the format.
-    """
-    if not os.path.isfile(ann_file):
-        raise FileNotFoundError(
-            "Annotation file {} not found; check the dataset's ann_file in the DatasetCatalog "
-            "(paths are relative to DatasetCatalog.DATA_DIR).".format(ann_file)
-        )
-    with open(ann_file) as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError("{} is not valid JSON: {}".format(ann_file, error)) from error
-
-    def not_the_format(problem):
-        return ValueError(
-            "{} is not a {} annotation file: {}".format(ann_file, format_name, problem)
-        )
-
-    if not isinstance(data, dict):
-        raise not_the_format(
-            "expected a JSON object with keys {}, got a {}".format(
-                sorted(REQUIRED_KEYS), type(data).__name__
-            )
-        )
-    for section, record_keys in REQUIRED_KEYS.items():
-        if section not in data:
-            raise not_the_format("missing key '{}'".format(section))
-        for position, record in enumerate(data[section]):
-            for key in record_keys:
-                if key not in record:
-                    raise not_the_format(
-                        "{} record {} (id {}) lacks key '{}'".format(
-                            section, position, record.get("id", "?"), key
-                        )
-                    )
-    for image in data["images"]:
-        if not any(key in image for key in image_path_keys):
-            raise not_the_format(
-                "image record id {} has none of the keys {}".format(
-                    image["id"], " / ".join(repr(k) for k in image_path_keys)
-                )
-            )
-    return data
-
-
-def _valid_polygons(segmentation):
-    """The polygons of a segmentation with at least 3 points and an even number of coordinates,
-    and how many were dropped."""
-    kept = [p for p in segmentation if len(p) >= 6 and len(p) % 2 == 0]
-    return kept, len(segmentation) - len(kept)
-
-
-def has_valid_annotation(annotations):
-    """Upstream's training-image rule: at least one annotation, and not all of them have a
-    width or height of at most 1 pixel."""
-    if len(annotations) == 0:
-        return False
-    return not all(any(side <= 1 for side in a["bbox"][2:]) for a in annotations)
-
 
 class JsonDetectionDataset(torch.utils.data.Dataset):
     """Images and instance annotations of a COCO-style JSON file.
 
     Subclasses build the annotation API (``_build_api``), choose the default label order
-    (``_default_category_order``), locate image files (``_image_path``) and tell crowd
-    annotations apart (``_is_crowd``).
+    (``_default_category_order``), locate image files (``_image_path``) and say whether
+    "iscrowd" annotations are left out (``HONOURS_ISCROWD``).
 
     Arguments:
         ann_file (str): annotation JSON.
         root (str): image folder.
-        remove_images_without_annotations (bool): keep only images with at least one valid
-            annotation (training).
+        remove_images_without_annotations (bool): training: keep only images with at least one
+            valid annotation, and skip (count, log) the annotations the checks reject. False
+            (test): the annotations are the evaluation's ground truth, and a bad one is an
+            error (see annotation_checks.py for the policies).
         transforms (callable): applied to (PIL image, BoxList target).
         category_ids (list[int] or None): the categories of the label space, in label order
             (label = 1 + position); annotations of other categories are ignored. None: all
@@ -131,12 +49,14 @@ class JsonDetectionDataset(torch.utils.data.Dataset):
         json_category_id_to_contiguous_id / contiguous_category_id_to_json_id (dict[int, int]):
             category id <-> training label in 1..C.
         categories (dict[int, str]): category id -> name, for the categories of the label space.
-        load_stats (Counter): how many annotations/polygons/images were skipped, by reason
-            (keys of SKIP_REASONS).
+        load_stats (Counter): how many records had each problem (keys of
+            annotation_checks.PROBLEMS), and "image_without_annotations": training images
+            dropped.
     """
 
     FORMAT_NAME = "COCO"
     IMAGE_PATH_KEYS = ("file_name",)
+    HONOURS_ISCROWD = True
 
     def __init__(
         self, ann_file, root, remove_images_without_annotations, transforms=None, category_ids=None
@@ -146,9 +66,10 @@ class JsonDetectionDataset(torch.utils.data.Dataset):
         self._transforms = transforms
 
         data = load_annotation_json(ann_file, self.FORMAT_NAME, self.IMAGE_PATH_KEYS)
-        self._images = {image["id"]: image for image in data["images"]}
-        category_names = {category["id"]: category["name"] for category in data["categories"]}
-        self._check_references(data["annotations"], category_names)
+        policy = TRAINING if remove_images_without_annotations else EVALUATION
+        checked = check_annotations(data, ann_file, policy, honour_iscrowd=self.HONOURS_ISCROWD)
+        self._images = checked.images
+        category_names = {c: record["name"] for c, record in checked.categories.items()}
 
         label_order = self._label_order(category_names, data["categories"], category_ids)
         self.json_category_id_to_contiguous_id = {c: i + 1 for i, c in enumerate(label_order)}
@@ -158,19 +79,29 @@ class JsonDetectionDataset(torch.utils.data.Dataset):
         self.categories = {c: category_names[c] for c in label_order}
 
         self._has_masks = any("segmentation" in a for a in data["annotations"])
-        self.load_stats = Counter()
-        self._annotations = self._clean_annotations(data["annotations"])
+        self.load_stats = Counter(checked.problems)
+        self._annotations = {
+            image_id: [a for a in annotations
+                       if a["category_id"] in self.json_category_id_to_contiguous_id]
+            for image_id, annotations in checked.used.items()
+        }
 
         self.ids = sorted(self._images)
         if remove_images_without_annotations:
-            # Judged on the cleaned annotations: unlike upstream, an image with only crowd
+            # Judged on the checked annotations: unlike upstream, an image with only crowd
             # annotations is dropped (it would reach the model with no ground truth).
-            self.ids = [i for i in self.ids if has_valid_annotation(self._annotations[i])]
+            self.ids = [i for i in self.ids if self._annotations[i]]
             self.load_stats["image_without_annotations"] = len(self._images) - len(self.ids)
+            if not self.ids:
+                raise ValueError(
+                    "{}: no training image has a usable annotation of the {} categories trained "
+                    "on{}; fix the annotations (see the skipped ones above) or choose other "
+                    "categories.".format(ann_file, len(label_order), "".join(
+                        "; " + phrase for phrase in checked.report())))
         self.id_to_img_map = dict(enumerate(self.ids))
 
         self._build_api(data)
-        self._log_load_summary()
+        self._log_load_summary(checked)
 
     # Loading
 
@@ -181,34 +112,9 @@ class JsonDetectionDataset(torch.utils.data.Dataset):
         """Category ids in default label order, from the JSON's category records."""
         raise NotImplementedError
 
-    def _is_crowd(self, annotation):
-        raise NotImplementedError
-
     def _image_path(self, image):
         """Path of an image record's file; FileNotFoundError if it does not exist."""
         raise NotImplementedError
-
-    def _check_references(self, annotations, category_names):
-        for a in annotations:
-            if a["category_id"] not in category_names:
-                raise ValueError(
-                    "{}: annotation id {} has category_id {}, which is not in 'categories'; fix "
-                    "the annotation or add the category.".format(
-                        self.ann_file, a["id"], a["category_id"]
-                    )
-                )
-            if a["image_id"] not in self._images:
-                raise ValueError(
-                    "{}: annotation id {} has image_id {}, which is not in 'images'.".format(
-                        self.ann_file, a["id"], a["image_id"]
-                    )
-                )
-            if len(a["bbox"]) != 4:
-                raise ValueError(
-                    "{}: annotation id {} has bbox {}; expected [x, y, width, height].".format(
-                        self.ann_file, a["id"], a["bbox"]
-                    )
-                )
 
     def _label_order(self, category_names, category_records, category_ids):
         if category_ids is None:
@@ -217,67 +123,27 @@ class JsonDetectionDataset(torch.utils.data.Dataset):
         unknown = [c for c in category_ids if c not in category_names]
         if unknown:
             raise ValueError(
-                "category_ids {} are not categories of {}".format(unknown, self.ann_file)
+                "category_ids {} are not categories of {}; if they come from an LST phases "
+                "file, it was made from another training json: regenerate it with "
+                "tools/lst_prepare.py.".format(unknown, self.ann_file)
             )
         duplicated = sorted(c for c, n in Counter(category_ids).items() if n > 1)
         if duplicated:
             raise ValueError("category_ids lists {} more than once".format(duplicated))
         return category_ids
 
-    def _clean_annotations(self, annotations):
-        """image id -> its usable annotations (dicts with bbox, category_id and, when the
-        dataset has masks, a list of valid polygons), in JSON order."""
-        per_image = {image_id: [] for image_id in self._images}
-        for a in annotations:
-            if self._is_crowd(a) or a["category_id"] not in self.json_category_id_to_contiguous_id:
-                continue
-            if a["bbox"][2] <= 0 or a["bbox"][3] <= 0:
-                self.load_stats["empty_box"] += 1
-                continue
-            if self._has_masks:
-                a = self._with_valid_polygons(a)
-                if a is None:
-                    continue
-            per_image[a["image_id"]].append(a)
-        return per_image
-
-    def _with_valid_polygons(self, annotation):
-        """The annotation with its invalid polygons removed, or None if none is left."""
-        segmentation = annotation.get("segmentation", [])
-        if isinstance(segmentation, dict):
-            self.load_stats["rle_segmentation"] += 1
-            return None
-        if not isinstance(segmentation, list) or not all(
-            isinstance(p, list) for p in segmentation
-        ):
-            raise ValueError(
-                "{}: annotation id {} has segmentation {!r}; expected a list of polygons "
-                "[[x0, y0, x1, y1, ...], ...] or an RLE dict.".format(
-                    self.ann_file, annotation["id"], segmentation
-                )
-            )
-        polygons, dropped = _valid_polygons(segmentation)
-        self.load_stats["bad_polygon"] += dropped
-        if not polygons:
-            self.load_stats["no_polygon"] += 1
-            return None
-        if dropped:
-            annotation = dict(annotation, segmentation=polygons)
-        return annotation
-
-    def _log_load_summary(self):
+    def _log_load_summary(self, checked):
         num_annotations = sum(len(self._annotations[i]) for i in self.ids)
         logger.info(
             "%s: %d images, %d annotations of %d categories",
             self.ann_file, len(self.ids), num_annotations, len(self.categories),
         )
-        skipped = [
-            "{} {}".format(self.load_stats[reason], description)
-            for reason, description in SKIP_REASONS.items()
-            if self.load_stats[reason]
-        ]
-        if skipped:
-            logger.warning("%s: skipped %s", self.ann_file, "; ".join(skipped))
+        phrases = checked.report()
+        dropped = self.load_stats["image_without_annotations"]
+        if dropped:
+            phrases.append("dropped {} training images without a valid annotation".format(dropped))
+        if phrases:
+            logger.warning("%s: %s", self.ann_file, "; ".join(phrases))
 
     # Samples
 
@@ -296,7 +162,7 @@ class JsonDetectionDataset(torch.utils.data.Dataset):
         """
         index, active_label = item if isinstance(item, tuple) else (item, 0)
         image_record = self.get_img_info(index)
-        image = Image.open(self._image_path(image_record)).convert("RGB")
+        image = self._read_image(image_record)
         annotations = self._annotations[image_record["id"]]
 
         boxes = torch.as_tensor([a["bbox"] for a in annotations], dtype=torch.float32)
@@ -314,6 +180,26 @@ class JsonDetectionDataset(torch.utils.data.Dataset):
         if self._transforms is not None:
             image, target = self._transforms(image, target)
         return image, target, index
+
+    def _read_image(self, image_record):
+        """The RGB PIL image of a record; OSError naming the file and the record when it cannot
+        be decoded, ValueError when its size differs from the record's width and height (read
+        from the file's header, before the pixels are decoded)."""
+        path = self._image_path(image_record)
+        try:
+            image = Image.open(path)
+            recorded = (image_record["width"], image_record["height"])
+            if image.size != recorded:
+                raise ValueError(
+                    "Image file {} of image record id {} ({}) is {}x{} pixels but the record says "
+                    "width {}, height {}; correct the record or replace the file.".format(
+                        path, image_record["id"], self.ann_file, *image.size, *recorded))
+            return image.convert("RGB")
+        except OSError as error:
+            raise OSError(
+                "Image file {} of image record id {} ({}) cannot be decoded ({}); replace the "
+                "file, or remove the image record and its annotations.".format(
+                    path, image_record["id"], self.ann_file, error)) from error
 
     def get_img_info(self, index):
         """The JSON image record of dataset index ``index`` (with "id", "height", "width")."""
@@ -352,9 +238,6 @@ class COCODataset(JsonDetectionDataset):
 
     def _default_category_order(self, categories):
         return [c["id"] for c in categories]
-
-    def _is_crowd(self, annotation):
-        return annotation.get("iscrowd", 0) != 0
 
     def _image_path(self, image):
         path = os.path.join(self.root, image["file_name"])

@@ -15,10 +15,11 @@ import os
 
 from lvis import LVIS
 
+from .annotation_checks import LVIS_IMAGE_PATH_KEYS
 from .coco import JsonDetectionDataset
 
 
-class _LVISFromDict(LVIS):
+class LVISFromDict(LVIS):
     """lvis-api's LVIS index built from an annotation dict that is already loaded and checked."""
 
     def _load_json(self, dataset):
@@ -37,7 +38,8 @@ class LVISDataset(JsonDetectionDataset):
     """
 
     FORMAT_NAME = "LVIS"
-    IMAGE_PATH_KEYS = ("file_name", "coco_url")
+    IMAGE_PATH_KEYS = LVIS_IMAGE_PATH_KEYS
+    HONOURS_ISCROWD = False  # LVIS has no crowd annotations: an "iscrowd" field is ignored
 
     def __init__(
         self, ann_file, root, remove_images_without_annotations, transforms=None, category_ids=None
@@ -47,13 +49,10 @@ class LVISDataset(JsonDetectionDataset):
         )
 
     def _build_api(self, data):
-        self.lvis = _LVISFromDict(data)
+        self.lvis = LVISFromDict(data)
 
     def _default_category_order(self, categories):
         return sorted(c["id"] for c in categories)
-
-    def _is_crowd(self, annotation):
-        return False
 
     def _image_path(self, image):
         if "file_name" in image:

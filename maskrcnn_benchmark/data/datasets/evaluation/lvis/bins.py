@@ -7,9 +7,12 @@ of a set of categories is the mean of all its precision entries > -1 at area "al
 detections per image), or -1 when there is none.
 """
 import json
-from collections import Counter, OrderedDict
+import logging
+from collections import OrderedDict
 
 import numpy as np
+
+from maskrcnn_benchmark.data.datasets.annotation_checks import training_statistics
 
 # The paper's bins of training instance counts: label -> (lowest, highest) count, inclusive.
 # The first three are nested.
@@ -24,26 +27,38 @@ INSTANCE_COUNT_BINS = OrderedDict([
 
 _AREA_ALL = 0  # index of area range "all" in lvis.eval.Params.area_rng
 
+logger = logging.getLogger(__name__)
 
-def training_instance_counts(train_annotations):
-    """Instances per category of a training set.
+
+def training_instance_counts(train_annotations, source=None):
+    """Instances per category of a training set, as training uses them.
 
     Arguments:
-        train_annotations (dict or str): an LVIS-format training json (or its path). Uses the
-            categories' ``instance_count`` when every category has one, else counts the
-            annotations per category.
+        train_annotations (dict or str): an LVIS-format training json (or its path).
+        source (str, optional): the file, for messages (default: the path).
 
     Returns:
-        dict: category id -> number of training instances (0 for a category without any).
+        dict: category id -> number of training instances (0 for a category without any),
+        counted by annotation_checks.training_statistics, the pass the LST division and the
+        replay quotas use too; stale "instance_count" fields get a warning and are not used.
+        Only a file without an "annotations" list (categories alone, e.g. with the training
+        counts LVIS writes into its validation categories) is read from those fields, with a
+        warning that they are not checked.
     """
+    if source is None:
+        source = train_annotations if isinstance(train_annotations, str) else "training annotations"
     if isinstance(train_annotations, str):
         with open(train_annotations) as f:
             train_annotations = json.load(f)
-    categories = train_annotations["categories"]
-    if all("instance_count" in c for c in categories):
+    if "annotations" not in train_annotations:
+        categories = train_annotations["categories"]
+        if not all("instance_count" in c for c in categories):
+            raise ValueError("{} has neither 'annotations' to count nor an 'instance_count' in "
+                             "every category; pass the training json".format(source))
+        logger.warning("%s has no 'annotations': the bins use its categories' instance_count "
+                       "fields, which cannot be checked against what training used", source)
         return {c["id"]: int(c["instance_count"]) for c in categories}
-    counts = Counter(a["category_id"] for a in train_annotations["annotations"])
-    return {c["id"]: counts.get(c["id"], 0) for c in categories}
+    return dict(training_statistics(train_annotations, source)[0])
 
 
 def _category_positions(evaluator, category_ids):

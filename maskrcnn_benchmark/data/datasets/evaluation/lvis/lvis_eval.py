@@ -119,6 +119,9 @@ def do_lvis_evaluation(
         if output_folder:
             atomic_write_json(results, os.path.join(output_folder, iou_type + ".json"))
         logger.info("Evaluating %s (%d results)", iou_type, len(results))
+        if not results:
+            logger.warning("The model made no %s detection on %d images: every AP is 0",
+                           iou_type, len(predictions))
         evaluator = FastLVISEval(dataset.lvis, results, iou_type, max_dets=max_dets)
         if category_ids is not None:
             evaluator.params.cat_ids = sorted(category_ids)

@@ -1,9 +1,17 @@
 """Load an LVIS ground-truth json and a results json, with errors that name the file and record."""
 import json
+import logging
 import math
 import numbers
 
-from lvis import LVIS
+from maskrcnn_benchmark.data.datasets.annotation_checks import (
+    EVALUATION,
+    AnnotationError,
+    check_annotations,
+)
+from maskrcnn_benchmark.data.datasets.lvis import LVISFromDict
+
+logger = logging.getLogger(__name__)
 
 
 class EvaluationInputError(ValueError):
@@ -53,8 +61,14 @@ def load_ground_truth(path):
             raise EvaluationInputError(
                 "ground-truth file {}, category record {}: needs an 'id' and a 'frequency' of "
                 "'r', 'c' or 'f'".format(path, index))
-    # LVIS reads the file itself; the checks above already parsed it once.
-    return LVIS(path)
+    try:
+        checked = check_annotations(data, "ground-truth file " + path, EVALUATION,
+                                    honour_iscrowd=False, polygons_only=False)
+    except AnnotationError as error:
+        raise EvaluationInputError(str(error)) from None
+    for phrase in checked.report():
+        logger.warning("ground-truth file %s: %s", path, phrase)
+    return LVISFromDict(data)
 
 
 def _is_number(value):
@@ -74,7 +88,10 @@ def _check_record(record, lvis_gt):
             return "no '{}' field".format(key)
     if not _is_int(record["image_id"]) or record["image_id"] not in lvis_gt.imgs:
         return "image_id {!r} is not an image id of the ground truth".format(record["image_id"])
-    if not _is_int(record["category_id"]) or record["category_id"] not in lvis_gt.cats:
+    if not _is_int(record["category_id"]):
+        return "category_id {!r} is a {}; write category ids as JSON integers".format(
+            record["category_id"], type(record["category_id"]).__name__)
+    if record["category_id"] not in lvis_gt.cats:
         return "category_id {!r} is not a category id of the ground truth".format(
             record["category_id"])
     if not _is_number(record["score"]):
@@ -97,12 +114,18 @@ def _check_record(record, lvis_gt):
     return None
 
 
-def load_results(path, lvis_gt):
+# The result field each evaluation type scores.
+RESULT_FIELD = {"bbox": "bbox", "segm": "segmentation"}
+
+
+def load_results(path, lvis_gt, iou_type=None):
     """The list of result records of ``path``, checked against the ground truth ``lvis_gt``.
 
     Every record needs image_id and category_id of the ground truth, a finite score, and a bbox
     [x, y, w, h] and/or a segmentation (compressed RLE of the image's size); all records carry
-    the same of these two fields (lvis-api reads the format off the first record).
+    the same of these two fields (lvis-api reads the format off the first record), and with
+    ``iou_type`` the one it scores ("bbox": bbox, "segm": segmentation). An empty list is
+    evaluated (every AP is 0) with a warning.
     """
     records = _load_json(path, "results")
     if not isinstance(records, list):
@@ -117,4 +140,14 @@ def load_results(path, lvis_gt):
         if problem is not None:
             raise EvaluationInputError("results file {}, record {}: {}".format(
                 path, index, problem))
+    if not records:
+        logger.warning("results file %s holds no detection: every AP will be 0", path)
+    elif iou_type is not None and RESULT_FIELD[iou_type] not in records[0]:
+        raise EvaluationInputError(
+            "results file {}: --iou-type {} scores '{}', but its records have only {}; evaluate "
+            "it with --iou-type {}, or write {} results".format(
+                path, iou_type, RESULT_FIELD[iou_type],
+                " and ".join(k for k in ("bbox", "segmentation") if k in records[0]),
+                "bbox" if iou_type == "segm" else "segm",
+                "mask (segmentation)" if iou_type == "segm" else "box"))
     return records
