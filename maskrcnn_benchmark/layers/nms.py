@@ -11,3 +11,14 @@ def nms(boxes, scores, nms_thresh):
     """
     boxes, scores = float32_under_autocast(boxes, scores)
     return _C.nms(boxes, scores, nms_thresh)
+
+
+def batched_nms(boxes, scores, labels, nms_thresh):
+    """``nms`` run independently for each label (e.g. class) in one call.
+
+    boxes: (N, 4); scores: (N,); labels: (N,) int64. A box is suppressed only by boxes of its own label,
+    so the kept set is the union over labels of ``nms`` on that label's boxes alone (same ties, same
+    thresholds). Returns the kept indices as an int64 tensor in ascending index order.
+    """
+    boxes, scores = float32_under_autocast(boxes, scores)
+    return _C.batched_nms(boxes, scores, labels, nms_thresh)

@@ -3,17 +3,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maskrcnn_benchmark.layers import batched_nms
 from maskrcnn_benchmark.modeling.box_coder import BoxCoder
 from maskrcnn_benchmark.structures.bounding_box import BoxList
-from maskrcnn_benchmark.structures.boxlist_ops import boxlist_nms, cat_boxlist
 
 
 class PostProcessor(nn.Module):
     """Turns class logits and box deltas of the RoIs into detections, as upstream:
 
     softmax; decode the boxes of every class; clip to [0, W - 1] x [0, H - 1]; then per
-    foreground class j: keep scores > score_thresh, NMS (+1 IoU) at ``nms``; concatenate the
-    classes in order; if more than ``detections_per_img`` remain, keep every detection scoring
+    foreground class j: keep scores > score_thresh, NMS (+1 IoU) at ``nms`` (all classes in one
+    batched call, the same result as a loop over them); concatenate the classes in order; if more than ``detections_per_img`` remain, keep every detection scoring
     at least the detections_per_img-th best score (so ties can exceed the limit). The output
     is grouped by class, not sorted by score, and small boxes are not removed.
 
@@ -102,25 +102,23 @@ class PostProcessor(nn.Module):
         return boxlist
 
     def filter_results(self, boxlist, num_classes):
-        """Score threshold and NMS per foreground class, then the per-image limit."""
-        boxes = boxlist.bbox.reshape(-1, num_classes * 4)
+        """Score threshold and NMS per foreground class (one batched NMS call), then the per-image limit.
+
+        The candidates are laid out class by class, each class's RoIs in ascending order, so the kept
+        detections come out in the order of upstream's loop over the classes.
+        """
+        boxes = boxlist.bbox.reshape(-1, num_classes, 4)
         scores = boxlist.get_field("scores").reshape(-1, num_classes)
-        device = scores.device
 
-        result = []
-        inds_all = scores > self.score_thresh
-        for j in range(1, num_classes):
-            inds = inds_all[:, j].nonzero().squeeze(1)
-            boxlist_for_class = BoxList(boxes[inds, j * 4 : (j + 1) * 4], boxlist.size, mode="xyxy")
-            boxlist_for_class.add_field("scores", scores[inds, j])
-            boxlist_for_class = boxlist_nms(boxlist_for_class, self.nms)
-            boxlist_for_class.add_field(
-                "labels",
-                torch.full((len(boxlist_for_class),), j, dtype=torch.int64, device=device),
-            )
-            result.append(boxlist_for_class)
+        foreground = (scores[:, 1:] > self.score_thresh).t()  # (C - 1, R), class-major
+        labels, rois = foreground.nonzero().unbind(dim=1)
+        labels = labels + 1
+        result = BoxList(boxes[rois, labels], boxlist.size, mode="xyxy")
+        result.add_field("scores", scores[rois, labels])
+        result.add_field("labels", labels)
+        if self.nms > 0:
+            result = result[batched_nms(result.bbox, result.get_field("scores"), labels, self.nms)]
 
-        result = cat_boxlist(result)
         number_of_detections = len(result)
         if number_of_detections > self.detections_per_img > 0:
             cls_scores = result.get_field("scores")
