@@ -12,10 +12,10 @@ WIDTH, HEIGHT = 120, 90
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def _grid_boxes(n, generator):
+def _grid_boxes(n, generator, positions=12, sides=8):
     """(n, 4) boxes on a coarse integer grid: many identical boxes and exactly tied IoUs."""
-    xy = torch.randint(0, 12, (n, 2), generator=generator).float() * 5
-    wh = torch.randint(0, 8, (n, 2), generator=generator).float() * 5
+    xy = torch.randint(0, positions, (n, 2), generator=generator).float() * 5
+    wh = torch.randint(0, sides, (n, 2), generator=generator).float() * 5
     return torch.cat([xy, xy + wh], dim=1)
 
 
@@ -96,23 +96,26 @@ def upstream_filter_results(post_processor, boxlist, num_classes):
     return result
 
 
-def _random_predictions(num_rois, num_classes, generator, device="cpu"):
-    """Post-processor inputs with tied scores (logits on a coarse grid) and overlapping boxes."""
+def _random_predictions(num_rois, num_classes, generator, device="cpu", positions=12):
+    """Post-processor inputs with tied scores (logits on a coarse grid) and overlapping boxes
+    (fewer distinct ones with fewer ``positions``)."""
     logits = torch.randint(0, 4, (num_rois, num_classes), generator=generator).float()
     deltas = torch.randint(-2, 3, (num_rois, 4 * num_classes), generator=generator).float() * 0.1
-    proposals = BoxList(_grid_boxes(num_rois, generator), (WIDTH, HEIGHT), mode="xyxy")
+    proposals = BoxList(_grid_boxes(num_rois, generator, positions), (WIDTH, HEIGHT), mode="xyxy")
     return (logits.to(device), deltas.to(device)), [proposals.to(device)]
 
 
 @pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("positions", [12, 3])  # with 3, NMS keeps few, and the pruned path widens its set
 @pytest.mark.parametrize(
     "score_thresh, nms_thresh, detections_per_img",
-    [(0.0, 0.5, 100), (0.05, 0.5, 100), (0.1, 0.3, 0), (0.05, 0.0, 100), (0.0, 0.7, 30)],
+    # limits of 100 and 30 take the pruned path of nms_per_class, 0 (no limit) the full one
+    [(0.0, 0.5, 100), (0.05, 0.5, 100), (0.1, 0.3, 0), (0.05, 0.0, 100), (0.0, 0.7, 30), (0.0, 0.1, 100)],
 )
-def test_post_processor_equals_upstream_class_loop(seed, score_thresh, nms_thresh, detections_per_img):
+def test_post_processor_equals_upstream_class_loop(seed, positions, score_thresh, nms_thresh, detections_per_img):
     generator = torch.Generator().manual_seed(seed)
     num_classes = 12
-    x, proposals = _random_predictions(150, num_classes, generator)
+    x, proposals = _random_predictions(150, num_classes, generator, positions=positions)
     post_processor = PostProcessor(score_thresh, nms_thresh, detections_per_img)
     post_processor.filter_results = lambda boxlist, n: upstream_filter_results(post_processor, boxlist, n)
     expected = post_processor(x, proposals)[0]

@@ -123,12 +123,12 @@ std::vector<uint8_t> batched_nms_keep_mask(const at::Tensor& dets, const at::Ten
   const int64_t num_boxes = dets.size(0);
   const T* score = scores.data_ptr<T>();
   const int64_t* label = labels.data_ptr<int64_t>();
+  // Boxes grouped by label, in ascending index order within each label (already so when the labels are sorted).
   std::vector<int64_t> order(num_boxes);
   std::iota(order.begin(), order.end(), 0);
-  // By label, then by descending score, ties by ascending index: each label's run is nms's visiting order.
-  std::stable_sort(order.begin(), order.end(), [score, label](int64_t a, int64_t b) {
-    return label[a] != label[b] ? label[a] < label[b] : score[a] > score[b];
-  });
+  if (!std::is_sorted(label, label + num_boxes)) {
+    std::stable_sort(order.begin(), order.end(), [label](int64_t a, int64_t b) { return label[a] < label[b]; });
+  }
   std::vector<int64_t> run_starts;
   for (int64_t i = 0; i < num_boxes; ++i) {
     if (i == 0 || label[order[i]] != label[order[i - 1]]) {
@@ -144,7 +144,9 @@ std::vector<uint8_t> batched_nms_keep_mask(const at::Tensor& dets, const at::Ten
   // Runs touch disjoint entries of keep, so they can be processed in parallel.
   at::parallel_for(0, num_runs, 1, [&](int64_t begin, int64_t end) {
     for (int64_t run = begin; run < end; ++run) {
-      const std::vector<int64_t> run_order(order.begin() + run_starts[run], order.begin() + run_starts[run + 1]);
+      // nms's visiting order within the label: descending score, ties by ascending index.
+      std::vector<int64_t> run_order(order.begin() + run_starts[run], order.begin() + run_starts[run + 1]);
+      std::stable_sort(run_order.begin(), run_order.end(), [score](int64_t a, int64_t b) { return score[a] > score[b]; });
       greedy_keep(boxes, run_order, thresh, keep.data());
     }
   });

@@ -102,7 +102,7 @@ class PostProcessor(nn.Module):
         return boxlist
 
     def filter_results(self, boxlist, num_classes):
-        """Score threshold and NMS per foreground class (one batched NMS call), then the per-image limit.
+        """Score threshold and NMS per foreground class (batched), then the per-image limit.
 
         The candidates are laid out class by class, each class's RoIs in ascending order, so the kept
         detections come out in the order of upstream's loop over the classes.
@@ -116,8 +116,7 @@ class PostProcessor(nn.Module):
         result = BoxList(boxes[rois, labels], boxlist.size, mode="xyxy")
         result.add_field("scores", scores[rois, labels])
         result.add_field("labels", labels)
-        if self.nms > 0:
-            result = result[batched_nms(result.bbox, result.get_field("scores"), labels, self.nms)]
+        result = self.nms_per_class(result)
 
         number_of_detections = len(result)
         if number_of_detections > self.detections_per_img > 0:
@@ -128,6 +127,29 @@ class PostProcessor(nn.Module):
             keep = torch.nonzero(cls_scores >= image_thresh.item()).squeeze(1)
             result = result[keep]
         return result
+
+    def nms_per_class(self, candidates):
+        """The candidates (fields "scores", "labels") that NMS keeps within each class, in their order.
+
+        With a detection limit, NMS runs first on the best-scoring candidates only, as many as four
+        (then 16, ...) times the limit, plus any tied with the last of them: a box is suppressed only by
+        boxes of its class that score higher, or the same with a lower index, all of them in that set,
+        so NMS keeps or drops each of them as among all the candidates. Once that keeps at least
+        detections_per_img boxes, the limit's threshold (the detections_per_img-th best kept score) is
+        no lower than any of them, and the limit returns exactly what it would after NMS on all.
+        """
+        if self.nms <= 0:
+            return candidates
+        scores = candidates.get_field("scores")
+        count = 4 * self.detections_per_img
+        while 0 < count < len(candidates):
+            lowest = torch.topk(scores, count, sorted=False).values.min()
+            best = candidates[torch.nonzero(scores >= lowest).squeeze(1)]
+            kept = best[batched_nms(best.bbox, best.get_field("scores"), best.get_field("labels"), self.nms)]
+            if len(kept) >= self.detections_per_img:
+                return kept
+            count *= 4
+        return candidates[batched_nms(candidates.bbox, scores, candidates.get_field("labels"), self.nms)]
 
 
 def make_roi_box_post_processor(cfg):
