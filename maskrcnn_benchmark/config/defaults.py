@@ -182,6 +182,10 @@ _C.MODEL.ROI_MASK_HEAD.RESOLUTION = 14  # side of the predicted mask (FPN config
 _C.MODEL.ROI_MASK_HEAD.SHARE_BOX_FEATURE_EXTRACTOR = True
 _C.MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS = False  # paste masks into the image inside the model
 _C.MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD = 0.5
+# How POSTPROCESS_MASKS pastes: "masker" (upstream's Masker: one mask at a time, on the CPU),
+# "batched" (all of an image's masks at once on the model's device; the same pixels up to float
+# rounding at the threshold), or "auto" (batched where MODEL.DEVICE is CUDA, masker otherwise).
+_C.MODEL.ROI_MASK_HEAD.PASTE_MODE = "auto"
 _C.MODEL.ROI_MASK_HEAD.DILATION = 1
 _C.MODEL.ROI_MASK_HEAD.USE_GN = False
 # LST: Mask^X R-CNN weight transfer (paper §3.2): class mask weights = T(box classifier weights),
