@@ -54,11 +54,16 @@ _C.INPUT.HORIZONTAL_FLIP_PROB_TRAIN = 0.5
 _C.INPUT.VERTICAL_FLIP_PROB_TRAIN = 0.0
 
 # ---------------------------------------------------------------------------
-# Datasets: names defined in paths_catalog.DatasetCatalog
+# Datasets: names defined in paths_catalog.DatasetCatalog, in CATALOG_FILE or by
+# maskrcnn_benchmark.data.catalog.register_dataset
 # ---------------------------------------------------------------------------
 _C.DATASETS = CN()
 _C.DATASETS.TRAIN = ()
 _C.DATASETS.TEST = ()
+# A YAML file of one's own datasets, merged into the catalog, paths relative to the YAML file:
+#   my_lt_train: {img_dir: images/train, ann_file: annotations/train.json, format: lvis}
+# (format: lvis or coco). "" = none.
+_C.DATASETS.CATALOG_FILE = ""
 
 # ---------------------------------------------------------------------------
 # Data loader

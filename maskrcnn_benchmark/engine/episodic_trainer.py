@@ -31,6 +31,7 @@ from torch.nn import functional as F
 
 from maskrcnn_benchmark.data import lst_phases
 from maskrcnn_benchmark.data.build import build_dataset, phase_category_ids
+from maskrcnn_benchmark.data.catalog import load_dataset_catalog
 from maskrcnn_benchmark.data.collate_batch import BatchCollator
 from maskrcnn_benchmark.data.samplers.support_sampler import SupportSampler, class_images
 from maskrcnn_benchmark.data.transforms import build_transforms
@@ -40,7 +41,6 @@ from maskrcnn_benchmark.structures.bounding_box import BoxList
 from maskrcnn_benchmark.structures.boxlist_ops import boxlist_iou
 from maskrcnn_benchmark.utils.checkpoint import Checkpointer
 from maskrcnn_benchmark.utils.comm import get_rank, get_world_size, is_main_process, synchronize
-from maskrcnn_benchmark.utils.imports import import_file
 from maskrcnn_benchmark.utils.miscellaneous import atomic_torch_save
 
 from .mixed_precision import autocast
@@ -262,8 +262,7 @@ def make_support_sampler(cfg, dataset):
 # ----------------------------------------------------------------------------- end of phase
 def phase_support_dataset(cfg):
     """The training dataset of the phase with test-time transforms (no flip, test sizes)."""
-    paths_catalog = import_file("maskrcnn_benchmark.config.paths_catalog", cfg.PATHS_CATALOG)
-    datasets = build_dataset(cfg.DATASETS.TRAIN, build_transforms(cfg, False), paths_catalog.DatasetCatalog,
+    datasets = build_dataset(cfg.DATASETS.TRAIN, build_transforms(cfg, False), load_dataset_catalog(cfg),
                              is_train=True, category_ids=phase_category_ids(cfg))
     return datasets[0]
 

@@ -24,9 +24,9 @@ import os
 
 from maskrcnn_benchmark.config import cfg as default_cfg
 from maskrcnn_benchmark.config.config_file import merge_config_file
+from maskrcnn_benchmark.data.catalog import load_dataset_catalog
 from maskrcnn_benchmark.data.lst_phases import load_phases, num_classes, old_category_ids, phase_dir
 from maskrcnn_benchmark.engine.episodic_trainer import GENERATOR_FILE_NAME
-from maskrcnn_benchmark.utils.imports import import_file
 
 PHASE0_CONFIG = "phase0.yaml"
 INCREMENTAL_CONFIG = "incremental.yaml"
@@ -61,8 +61,7 @@ def train_annotation_file(config):
         raise ValueError(
             "The LST division needs exactly one training dataset, got DATASETS.TRAIN = {}".format(
                 config.DATASETS.TRAIN))
-    catalog = import_file("maskrcnn_benchmark.config.paths_catalog", config.PATHS_CATALOG)
-    return catalog.DatasetCatalog.get(config.DATASETS.TRAIN[0])["args"]["ann_file"]
+    return load_dataset_catalog(config).get(config.DATASETS.TRAIN[0])["args"]["ann_file"]
 
 
 def phase_config(config_dir, experiment_dir, phase, opts=()):
