@@ -23,6 +23,9 @@ from fixtures_training import (
     write_seed_env_module,
 )
 
+# Every test trains LST phases with tools/train_net.py or lst_scripts/run_phases.sh.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):

@@ -275,6 +275,7 @@ def test_attention_tsne_of_a_trained_mwg_phase(trained_mwg_phase):
     assert report["perplexity"] == 1  # min(30, 2 new classes - 1)
 
 
+@pytest.mark.slow
 def test_cli_attention_and_errors(trained_mwg_phase, tmp_path):
     out = trained_mwg_phase["out"]
     output = tmp_path / "figure6.png"
