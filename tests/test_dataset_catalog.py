@@ -46,7 +46,7 @@ def test_catalog_file_entries_resolve_relative_to_the_file(own_data, tmp_path, m
     entry = catalog.get("my_lt_train")
     assert entry["factory"] == "LVISDataset"
     assert entry["args"] == {"root": own_data["fixture"].root, "ann_file": own_data["fixture"].ann_file}
-    assert "lvis_v0.5_train" in catalog.DATASETS  # the paths catalog's own entries stay
+    assert catalog.get("lvis_v0.5_train")["args"]["ann_file"] == "datasets/lvis/lvis_v0.5_train.json"  # still there
     dataset = build_dataset(["my_lt_train"], None, catalog, is_train=False)[0]
     assert len(dataset) == len(own_data["fixture"].data["images"])
 

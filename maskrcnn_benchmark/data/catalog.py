@@ -10,7 +10,7 @@ Two ways to add a COCO- or LVIS-format dataset to the catalog that ``DATASETS.TR
   directory), before building the data loaders.
 
 ``load_dataset_catalog(cfg)`` returns the ``DatasetCatalog`` of ``cfg.PATHS_CATALOG`` with both
-merged in; every tool resolves dataset names through it.
+over it; every tool resolves dataset names through it.
 """
 import os
 
@@ -88,13 +88,29 @@ def _check_paths(entry, where):
                 where, key, entry[key]))
 
 
-def load_dataset_catalog(cfg):
-    """The DatasetCatalog class of ``cfg.PATHS_CATALOG`` with the datasets of ``register_dataset``
-    and of ``cfg.DATASETS.CATALOG_FILE`` (which win on equal names) merged into its DATASETS.
+class MergedDatasetCatalog:
+    """One's own datasets ({name: (entry, where)}) over a PATHS_CATALOG DatasetCatalog; ``get`` as
+    DatasetCatalog.get."""
 
-    Every dataset of DATASETS.TRAIN and DATASETS.TEST must be in the merged catalog, and those from
-    the catalog file or register_dataset must exist on disk; otherwise a one-line ValueError or
-    FileNotFoundError names the file, the entry and the fix.
+    def __init__(self, base, own):
+        self.base = base
+        self.own = own
+
+    def get(self, name):
+        """{"factory": class name, "args": {"root": image folder, "ann_file": JSON path}}."""
+        if name not in self.own:
+            return self.base.get(name)
+        entry = self.own[name][0]
+        return dict(factory=entry["factory"], args=dict(root=entry["img_dir"], ann_file=entry["ann_file"]))
+
+
+def load_dataset_catalog(cfg):
+    """The DatasetCatalog of ``cfg.PATHS_CATALOG``, with the datasets of ``register_dataset`` and of
+    ``cfg.DATASETS.CATALOG_FILE`` (which win on equal names) over it when there are any.
+
+    Every dataset of DATASETS.TRAIN and DATASETS.TEST from the catalog file or register_dataset
+    must exist on disk, and with a catalog file every other one must be in the paths catalog;
+    otherwise a one-line ValueError or FileNotFoundError names the file, the entry and the fix.
     """
     catalog = import_file("maskrcnn_benchmark.config.paths_catalog", cfg.PATHS_CATALOG).DatasetCatalog
     own = {name: (entry, "register_dataset('{}')".format(name)) for name, entry in _registered.items()}
@@ -102,17 +118,22 @@ def load_dataset_catalog(cfg):
     if catalog_file:
         own.update({name: (entry, "{}: entry '{}'".format(catalog_file, name))
                     for name, entry in read_catalog_file(catalog_file).items()})
-    # import_file loaded a fresh module, so the merge does not leak into other catalogs.
-    catalog.DATASETS = dict(catalog.DATASETS, **{name: entry for name, (entry, _) in own.items()})
-
     for key in ("TRAIN", "TEST"):
         for name in getattr(cfg.DATASETS, key):
             if name in own:
                 _check_paths(*own[name])
-            elif name not in catalog.DATASETS and catalog_file:
-                raise ValueError(
-                    "DATASETS.{} names '{}', which is neither an entry of DATASETS.CATALOG_FILE {} "
-                    "(entries: {}) nor in the paths catalog; add '{}: {{img_dir: ..., ann_file: ..., "
-                    "format: lvis}}' to {} or fix the name".format(
-                        key, name, catalog_file, ", ".join(sorted(own)) or "none", name, catalog_file))
-    return catalog
+            elif catalog_file:
+                _check_known(catalog, name, key, catalog_file, own)
+    return MergedDatasetCatalog(catalog, own) if own else catalog
+
+
+def _check_known(catalog, name, key, catalog_file, own):
+    """Raise a clear error when DATASETS.<key> names a dataset that the paths catalog lacks too."""
+    try:
+        catalog.get(name)
+    except (KeyError, RuntimeError):
+        raise ValueError(
+            "DATASETS.{} names '{}', which is neither an entry of DATASETS.CATALOG_FILE {} (entries: {}) "
+            "nor in the paths catalog; add '{}: {{img_dir: ..., ann_file: ..., format: lvis}}' to {} or "
+            "fix the name".format(key, name, catalog_file, ", ".join(sorted(own)) or "none", name, catalog_file)
+        ) from None

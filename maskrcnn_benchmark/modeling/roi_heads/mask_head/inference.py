@@ -110,8 +110,7 @@ def _source_pixels(first, length, box_start, box_size, source_size):
 
     Follows torch's bilinear resize with align_corners False (the resize ``paste_mask_in_image``
     does): source position (u + 0.5) * source_size / box_size - 0.5, clamped at 0, for the box
-    pixel u. Pixels past
-    ``first + length - 1`` repeat the last one.
+    pixel u. Pixels past ``first + length - 1`` repeat the last one.
 
     Arguments:
         first, length, box_start, box_size (Tensor): (N,) int64; length >= 1.
