@@ -92,6 +92,7 @@ def test_lvis_configs_follow_the_paper_division(experiment):
     assert phase_config(LVIS_LST, str(experiment), 0).MODEL.ROI_HEADS.SCORE_THRESH == 0.05
 
 
+@pytest.mark.slow
 def test_cli_writes_a_config_that_train_net_can_merge(experiment):
     tool = os.path.join(REPO, "tools", "lst_phase_config.py")
     out = subprocess.run([sys.executable, tool, "--config-dir", SYNTHETIC_LST, "--experiment-dir",

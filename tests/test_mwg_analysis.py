@@ -183,6 +183,7 @@ def test_mwg_report_errors(mwg_experiments, tmp_path):
         mwg_phase_rows(str(with_dir), train_json=str(tmp_path / "missing.json"))
 
 
+@pytest.mark.slow
 def test_cli_mwg(mwg_experiments, tmp_path):
     train_json, with_dir, without_dir = mwg_experiments
     result = run_tool("lst_report.py", "mwg", "--with-mwg", with_dir, "--without-mwg", without_dir,

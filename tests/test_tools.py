@@ -122,6 +122,7 @@ def test_test_net_reproduces_the_evaluation_run_after_training(workspace, traine
     assert tested == after_training
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["file", "command line"])
 def test_unknown_config_key_is_a_one_line_error(workspace, tmp_path, where):
     config_file = tmp_path / "bad.yaml"
