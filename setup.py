@@ -1,7 +1,7 @@
 """Build and install maskrcnn_benchmark and its ``_C`` extension.
 
 CPU-only by default. CUDA kernels are compiled when a GPU is visible (and a CUDA toolkit is
-found) or when ``FORCE_CUDA=1``; ``TORCH_CUDA_ARCH_LIST`` then defaults to "8.0;9.0" when no GPU
+found) or when ``FORCE_CUDA=1``, never when ``FORCE_CUDA=0``; ``TORCH_CUDA_ARCH_LIST`` then defaults to "8.0;9.0" when no GPU
 can be asked for its architecture. ``CUDA_HOME`` defaults to ``/usr/local/cuda``.
 
     pip install -e . --no-build-isolation        # or: python setup.py build develop
@@ -40,8 +40,10 @@ def _wheel_cuda_include_dirs():
 
 
 def _want_cuda():
-    if os.environ.get("FORCE_CUDA", "0") == "1":
-        return True
+    """FORCE_CUDA=1: always; FORCE_CUDA=0: never; unset: where a GPU is visible and a toolkit found."""
+    force = os.environ.get("FORCE_CUDA", "")
+    if force in ("0", "1"):
+        return force == "1"
     return torch.cuda.is_available() and CUDA_HOME is not None
 
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sourced by tests/run.sh and lst_scripts/run_phases.sh: create or reuse .venv, install the pinned
-# requirements, build maskrcnn_benchmark._C (with CUDA where nvcc exists unless LST_CPU_ONLY=1),
-# and activate the environment. Each step is skipped when its inputs have not changed.
+# requirements, build maskrcnn_benchmark._C (with its CUDA kernels where a GPU is visible and nvcc
+# exists, or when FORCE_CUDA=1; CPU only when LST_CPU_ONLY=1), and activate the environment. Each
+# step is skipped when its inputs have not changed; pip's and the compiler's output go to logs
+# under .venv/.lst-stamps/, whose tails are printed on failure.
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo_root/.venv"
@@ -20,17 +22,31 @@ mkdir -p "$stamp_dir"
 
 req_hash=$(sha256sum "$repo_root/requirements.txt" | cut -d' ' -f1)
 if [ "$(cat "$stamp_dir/requirements" 2>/dev/null)" != "$req_hash" ]; then
-  echo "[setup] installing requirements.txt"
-  python -m pip install -q --upgrade pip
-  python -m pip install -q -r "$repo_root/requirements.txt"
+  pip_log="$stamp_dir/pip.log"
+  echo "[setup] installing requirements.txt (log: $pip_log)"
+  if ! { python -m pip install --upgrade pip && python -m pip install -r "$repo_root/requirements.txt"; } > "$pip_log" 2>&1; then
+    tail -n 40 "$pip_log" >&2
+    echo "[setup] error: installing requirements.txt failed; the whole log is $pip_log (see INSTALL.md)" >&2
+    return 1
+  fi
   echo "$req_hash" > "$stamp_dir/requirements"
 fi
 
-if [ -z "${LST_CPU_ONLY:-}" ] && [ -z "${FORCE_CUDA:-}" ] && { command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; }; then
-  export FORCE_CUDA=1
+# A GPU is visible when nvidia-smi lists one and torch can use it.
+gpu_visible() {
+  nvidia-smi -L 2>/dev/null | grep -q '^GPU' && python -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null
+}
+if [ -n "${LST_CPU_ONLY:-}" ]; then
+  export FORCE_CUDA=0
+elif [ -z "${FORCE_CUDA:-}" ]; then
+  if { command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; } && gpu_visible; then
+    export FORCE_CUDA=1
+  else
+    export FORCE_CUDA=0
+  fi
 fi
 build_mode="cpu"
-[ "${FORCE_CUDA:-0}" = "1" ] && build_mode="cuda:${TORCH_CUDA_ARCH_LIST:-default}"
+[ "$FORCE_CUDA" = "1" ] && build_mode="cuda:${TORCH_CUDA_ARCH_LIST:-default}"
 src_hash=$( (cd "$repo_root" && cat setup.py $(find csrc -type f | sort) | sha256sum | cut -d' ' -f1; echo "$build_mode"; python -c 'import torch; print(torch.__version__)') | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp_dir/extension" 2>/dev/null)" != "$src_hash" ] || ! ls "$repo_root"/maskrcnn_benchmark/_C*.so >/dev/null 2>&1; then
   build_log="$stamp_dir/build.log"

@@ -28,6 +28,9 @@ from fixtures_training import (
     write_seed_env_module,
 )
 
+# Every test launches train_net.py / test_net.py in two processes.
+pytestmark = pytest.mark.slow
+
 # Training whose only randomness is the (seeded) initial weights, and in which every image of
 # the fixture contributes the same number of samples to every loss: no flips, no RPN NMS (a fixed
 # number of proposals per level), every anchor and every proposal sampled, no mask head (its

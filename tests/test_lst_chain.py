@@ -20,6 +20,9 @@ from fixtures_training import (
     run_tool,
 )
 
+# Every test trains LST phases with tools/train_net.py or lst_scripts/run_phases.sh.
+pytestmark = pytest.mark.slow
+
 
 def phase_config(workspace, experiment, phase):
     result = run_tool("lst_phase_config.py", ["--config-dir", TEST_LST_CONFIGS, "--experiment-dir",

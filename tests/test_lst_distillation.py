@@ -351,6 +351,7 @@ def test_the_authors_logits_file_key_points_to_the_teacher_weight(tmp_path):
 # tools/train_net.py
 
 
+@pytest.mark.slow
 def test_train_net_attaches_the_teacher_and_logs_loss_distill(old_checkpoint, tmp_path):
     catalog, _ = write_fixture_catalog(tmp_path)
     old_state = torch.load(old_checkpoint, weights_only=True)["model"]

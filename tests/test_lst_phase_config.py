@@ -117,6 +117,7 @@ def test_a_replay_plan_of_another_quota_rule_is_refused_naming_both_files(experi
     assert phase_config(SYNTHETIC_LST, str(experiment), 1, ["MODEL.LST.REPLAY_QUOTA_RULE", "round"])
 
 
+@pytest.mark.slow
 def test_cli_writes_a_config_that_train_net_can_merge(experiment):
     tool = os.path.join(REPO, "tools", "lst_phase_config.py")
     out = subprocess.run([sys.executable, tool, "--config-dir", SYNTHETIC_LST, "--experiment-dir",

@@ -185,6 +185,7 @@ def test_mwg_report_errors(mwg_experiments, tmp_path):
         mwg_phase_rows(str(with_dir), train_json=str(tmp_path / "missing.json"))
 
 
+@pytest.mark.slow
 def test_cli_mwg(mwg_experiments, tmp_path):
     train_json, with_dir, without_dir = mwg_experiments
     result = run_tool("lst_report.py", "mwg", "--with-mwg", with_dir, "--without-mwg", without_dir,
@@ -277,6 +278,7 @@ def test_attention_tsne_of_a_trained_mwg_phase(trained_mwg_phase):
     assert report["perplexity"] == 1  # min(30, 2 new classes - 1)
 
 
+@pytest.mark.slow
 def test_cli_attention_and_errors(trained_mwg_phase, tmp_path):
     out = trained_mwg_phase["out"]
     output = tmp_path / "figure6.png"

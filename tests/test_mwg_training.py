@@ -425,6 +425,7 @@ def test_resumed_episodic_phase_ends_with_the_uninterrupted_weights(mwg_phase, e
     assert torch.equal(again["model"][CLS_WEIGHT], resumed["model"][CLS_WEIGHT])
 
 
+@pytest.mark.slow
 def test_two_processes_train_an_episodic_phase(experiment, tmp_path):
     """torchrun with 2 CPU processes (gloo): per-process support classes, generator gradients
     averaged outside DDP, the final rows reduced over the processes' shares of the support images."""

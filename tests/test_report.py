@@ -256,6 +256,7 @@ def test_phase_report_with_comparison_and_errors(tmp_path):
 # CLI
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cli_table1_and_errors(tmp_path):
     metrics = make_metrics(5)
     good = write_json(tmp_path / "run" / "metrics.json", metrics)
@@ -286,6 +287,7 @@ def test_cli_table1_and_errors(tmp_path):
     assert sorted(os.listdir(tmp_path / "grid")) == ["table3.json", "table3.md", "table3_ap_per_bin.png"]
 
 
+@pytest.mark.slow
 def test_cli_phases_prints_the_table(tmp_path):
     root, other = tmp_path / "lst", tmp_path / "replay_all"
     written = make_phases_dir(str(root), finished=[0, 1])

@@ -42,6 +42,7 @@ def trained(workspace):
     return output_dir
 
 
+@pytest.mark.slow
 def test_train_net_writes_checkpoints_config_labels_and_evaluation(trained):
     for name in ("model_0000004.pth", "model_0000008.pth", "model_final.pth", "config.yml", "labels.json", "log.txt"):
         assert (trained / name).is_file(), name
@@ -60,6 +61,7 @@ def test_train_net_writes_checkpoints_config_labels_and_evaluation(trained):
     assert len(torch.load(evaluation / "predictions.pth", weights_only=False)) == 16
 
 
+@pytest.mark.slow
 def test_run_stopped_and_resumed_ends_with_the_uninterrupted_weights(workspace, trained):
     output_dir = workspace["dir"] / "stopped_at_4"
     check_ran(run_tool("train_net.py", train_args(workspace, output_dir, "SOLVER.MAX_ITER", 4), workspace["env"]))
@@ -72,6 +74,7 @@ def test_run_stopped_and_resumed_ends_with_the_uninterrupted_weights(workspace, 
     assert max_weight_difference(final["model"], load_checkpoint(trained / "model_final.pth")["model"]) <= 1e-6
 
 
+@pytest.mark.slow
 def test_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(workspace, trained):
     output_dir = workspace["dir"] / "killed"
     command = [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py"),
@@ -95,6 +98,7 @@ def test_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(work
     assert max_weight_difference(final["model"], load_checkpoint(trained / "model_final.pth")["model"]) <= 1e-6
 
 
+@pytest.mark.slow
 def test_test_net_reproduces_the_evaluation_run_after_training(workspace, trained):
     output_dir = workspace["dir"] / "tested"
     args = ["--config-file", TINY_CONFIG, "--ckpt", trained / "model_final.pth",
@@ -106,6 +110,7 @@ def test_test_net_reproduces_the_evaluation_run_after_training(workspace, traine
     assert tested == after_training
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["file", "command line"])
 def test_unknown_config_key_is_a_one_line_error(workspace, tmp_path, where):
     config_file = tmp_path / "bad.yaml"
@@ -131,6 +136,7 @@ def load_demo_module():
     return module
 
 
+@pytest.mark.slow
 def test_demo_writes_a_png_of_the_input_size(workspace, trained, tmp_path):
     image_path = os.path.join(workspace["fixture"].root, "train2017", "000000000107.jpg")
     output = tmp_path / "demo.png"

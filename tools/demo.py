@@ -23,6 +23,7 @@ from torchvision.transforms import functional as F
 
 from maskrcnn_benchmark.config import cfg
 from maskrcnn_benchmark.data.build import build_dataset
+from maskrcnn_benchmark.data.catalog import load_dataset_catalog
 from maskrcnn_benchmark.data.transforms.transforms import Normalize, Resize
 from maskrcnn_benchmark.engine.cli import add_common_arguments, load_config
 from maskrcnn_benchmark.engine.mixed_precision import autocast
@@ -30,7 +31,6 @@ from maskrcnn_benchmark.modeling.detector import build_detection_model
 from maskrcnn_benchmark.modeling.roi_heads.mask_head.inference import Masker
 from maskrcnn_benchmark.structures.image_list import to_image_list
 from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
-from maskrcnn_benchmark.utils.imports import import_file
 from maskrcnn_benchmark.utils.logger import setup_logger
 
 MASK_OPACITY = 0.5
@@ -85,9 +85,8 @@ def load_class_names(cfg):
             names = list(json.load(f).values())  # category id -> name, in label order
         return {label: name for label, name in enumerate(names, start=1)}
     if cfg.DATASETS.TEST:
-        paths_catalog = import_file("maskrcnn_benchmark.config.paths_catalog", cfg.PATHS_CATALOG, True)
         try:
-            dataset = build_dataset(cfg.DATASETS.TEST[:1], None, paths_catalog.DatasetCatalog, is_train=False)[0]
+            dataset = build_dataset(cfg.DATASETS.TEST[:1], None, load_dataset_catalog(cfg), is_train=False)[0]
         except (OSError, RuntimeError, ValueError) as error:
             logger.warning("No class names (%s); showing label numbers", error)
             return {}

@@ -5,7 +5,11 @@
 // The boxes are copied in score order into separate coordinate arrays, so that the IoUs of a kept box against all
 // later candidates form one branch-free, vectorisable loop. Suppressed candidates are compacted away every few kept
 // boxes, so later passes mostly touch boxes that are still alive.
+//
+// batched_nms_cpu runs the same greedy pass independently per label (e.g. per class), in one call.
 #include "cpu/vision.h"
+
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <numeric>
@@ -73,19 +77,12 @@ struct Candidates {
   }
 };
 
+// Greedy NMS over the boxes ``order`` (indices into ``boxes``, already in visiting order): sets keep[index] = 1 for
+// every kept box.
 template <typename T>
-std::vector<uint8_t> nms_keep_mask(const at::Tensor& dets, const at::Tensor& scores, double threshold) {
-  const int64_t num_boxes = dets.size(0);
-  const T* score = scores.data_ptr<T>();
-  std::vector<int64_t> order(num_boxes);
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [score](int64_t a, int64_t b) { return score[a] > score[b]; });
-  Candidates<T> candidates(dets.data_ptr<T>(), order);
-
-  // Upstream's kernel takes the threshold as a float, also for float64 boxes.
-  const T thresh = static_cast<T>(static_cast<float>(threshold));
-  std::vector<uint8_t> keep(num_boxes, 0);
-  int64_t end = num_boxes;
+void greedy_keep(const T* boxes, const std::vector<int64_t>& order, T thresh, uint8_t* keep) {
+  Candidates<T> candidates(boxes, order);
+  int64_t end = static_cast<int64_t>(order.size());
   int64_t kept_since_compaction = 0;
   for (int64_t i = 0; i < end; ++i) {
     if (candidates.suppressed[i]) {
@@ -99,7 +96,74 @@ std::vector<uint8_t> nms_keep_mask(const at::Tensor& dets, const at::Tensor& sco
       kept_since_compaction = 0;
     }
   }
+}
+
+// Upstream's kernel takes the threshold as a float, also for float64 boxes.
+template <typename T>
+T float_threshold(double threshold) {
+  return static_cast<T>(static_cast<float>(threshold));
+}
+
+template <typename T>
+std::vector<uint8_t> nms_keep_mask(const at::Tensor& dets, const at::Tensor& scores, double threshold) {
+  const int64_t num_boxes = dets.size(0);
+  const T* score = scores.data_ptr<T>();
+  std::vector<int64_t> order(num_boxes);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [score](int64_t a, int64_t b) { return score[a] > score[b]; });
+  std::vector<uint8_t> keep(num_boxes, 0);
+  greedy_keep(dets.data_ptr<T>(), order, float_threshold<T>(threshold), keep.data());
   return keep;
+}
+
+// As nms_keep_mask, independently for each label: boxes of different labels never suppress each other.
+template <typename T>
+std::vector<uint8_t> batched_nms_keep_mask(const at::Tensor& dets, const at::Tensor& scores,
+                                           const at::Tensor& labels, double threshold) {
+  const int64_t num_boxes = dets.size(0);
+  const T* score = scores.data_ptr<T>();
+  const int64_t* label = labels.data_ptr<int64_t>();
+  // Boxes grouped by label, in ascending index order within each label (already so when the labels are sorted).
+  std::vector<int64_t> order(num_boxes);
+  std::iota(order.begin(), order.end(), 0);
+  if (!std::is_sorted(label, label + num_boxes)) {
+    std::stable_sort(order.begin(), order.end(), [label](int64_t a, int64_t b) { return label[a] < label[b]; });
+  }
+  std::vector<int64_t> run_starts;
+  for (int64_t i = 0; i < num_boxes; ++i) {
+    if (i == 0 || label[order[i]] != label[order[i - 1]]) {
+      run_starts.push_back(i);
+    }
+  }
+  run_starts.push_back(num_boxes);
+
+  std::vector<uint8_t> keep(num_boxes, 0);
+  const T* boxes = dets.data_ptr<T>();
+  const T thresh = float_threshold<T>(threshold);
+  const int64_t num_runs = static_cast<int64_t>(run_starts.size()) - 1;
+  // Runs touch disjoint entries of keep, so they can be processed in parallel.
+  at::parallel_for(0, num_runs, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t run = begin; run < end; ++run) {
+      // nms's visiting order within the label: descending score, ties by ascending index.
+      std::vector<int64_t> run_order(order.begin() + run_starts[run], order.begin() + run_starts[run + 1]);
+      std::stable_sort(run_order.begin(), run_order.end(), [score](int64_t a, int64_t b) { return score[a] > score[b]; });
+      greedy_keep(boxes, run_order, thresh, keep.data());
+    }
+  });
+  return keep;
+}
+
+// Ascending indices of the set entries of keep.
+at::Tensor kept_indices(const std::vector<uint8_t>& keep, const at::TensorOptions& options) {
+  const int64_t num_kept = std::count(keep.begin(), keep.end(), uint8_t(1));
+  auto kept = at::empty({num_kept}, options.dtype(at::kLong));
+  int64_t* kept_data = kept.data_ptr<int64_t>();
+  for (int64_t i = 0, n = 0; i < static_cast<int64_t>(keep.size()); ++i) {
+    if (keep[i]) {
+      kept_data[n++] = i;
+    }
+  }
+  return kept;
 }
 
 }  // namespace
@@ -113,13 +177,18 @@ at::Tensor nms_cpu(const at::Tensor& dets, const at::Tensor& scores, double thre
   std::vector<uint8_t> keep;
   AT_DISPATCH_FLOATING_TYPES(dets.scalar_type(), "nms_cpu",
                              [&] { keep = nms_keep_mask<scalar_t>(dets, scores, threshold); });
-  const int64_t num_kept = std::count(keep.begin(), keep.end(), uint8_t(1));
-  auto kept = at::empty({num_kept}, dets.options().dtype(at::kLong));
-  int64_t* kept_data = kept.data_ptr<int64_t>();
-  for (int64_t i = 0, n = 0; i < static_cast<int64_t>(keep.size()); ++i) {
-    if (keep[i]) {
-      kept_data[n++] = i;
-    }
+  return kept_indices(keep, dets.options());
+}
+
+at::Tensor batched_nms_cpu(const at::Tensor& dets, const at::Tensor& scores, const at::Tensor& labels,
+                           double threshold) {
+  TORCH_CHECK(dets.device().is_cpu(), "batched_nms: tensors on ", dets.device(),
+              " are not supported; use CPU or CUDA tensors");
+  if (dets.size(0) == 0) {
+    return at::empty({0}, dets.options().dtype(at::kLong));
   }
-  return kept;
+  std::vector<uint8_t> keep;
+  AT_DISPATCH_FLOATING_TYPES(dets.scalar_type(), "batched_nms_cpu",
+                             [&] { keep = batched_nms_keep_mask<scalar_t>(dets, scores, labels, threshold); });
+  return kept_indices(keep, dets.options());
 }

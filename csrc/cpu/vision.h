@@ -22,6 +22,9 @@ at::Tensor ROIPool_backward_cpu(const at::Tensor& grad, const at::Tensor& input,
 
 at::Tensor nms_cpu(const at::Tensor& dets, const at::Tensor& scores, double threshold);
 
+at::Tensor batched_nms_cpu(const at::Tensor& dets, const at::Tensor& scores, const at::Tensor& labels,
+                           double threshold);
+
 at::Tensor SigmoidFocalLoss_forward_cpu(const at::Tensor& logits, const at::Tensor& targets, int64_t num_classes,
                                         double gamma, double alpha);
 

@@ -83,7 +83,8 @@ at::Tensor nms_cuda(const at::Tensor& dets, const at::Tensor& scores, double thr
   TORCH_CHECK(column_blocks <= kMaxColumnBlocks, "nms: at most ", kMaxColumnBlocks * kBoxesPerBlock,
               " boxes are supported on CUDA, got ", num_boxes, "; keep fewer boxes (top-k by score) before NMS");
 
-  const at::Tensor order = std::get<1>(scores.sort(/*dim=*/0, /*descending=*/true));
+  // Stable: tied scores are visited by ascending index, as on the CPU.
+  const at::Tensor order = std::get<1>(scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
   const at::Tensor sorted_boxes = dets.index_select(0, order).contiguous();
   // Every word the host pass reads is written by the kernel, so no zero fill is needed.
   at::Tensor mask = at::empty({num_boxes, column_blocks}, dets.options().dtype(at::kLong));

@@ -54,11 +54,16 @@ _C.INPUT.HORIZONTAL_FLIP_PROB_TRAIN = 0.5
 _C.INPUT.VERTICAL_FLIP_PROB_TRAIN = 0.0
 
 # ---------------------------------------------------------------------------
-# Datasets: names defined in paths_catalog.DatasetCatalog
+# Datasets: names defined in paths_catalog.DatasetCatalog, in CATALOG_FILE or by
+# maskrcnn_benchmark.data.catalog.register_dataset
 # ---------------------------------------------------------------------------
 _C.DATASETS = CN()
 _C.DATASETS.TRAIN = ()
 _C.DATASETS.TEST = ()
+# A YAML file of one's own datasets, merged into the catalog, paths relative to the YAML file:
+#   my_lt_train: {img_dir: images/train, ann_file: annotations/train.json, format: lvis}
+# (format: lvis or coco). "" = none.
+_C.DATASETS.CATALOG_FILE = ""
 
 # ---------------------------------------------------------------------------
 # Data loader
@@ -182,6 +187,10 @@ _C.MODEL.ROI_MASK_HEAD.RESOLUTION = 14  # side of the predicted mask (FPN config
 _C.MODEL.ROI_MASK_HEAD.SHARE_BOX_FEATURE_EXTRACTOR = True
 _C.MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS = False  # paste masks into the image inside the model
 _C.MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD = 0.5
+# How POSTPROCESS_MASKS pastes: "masker" (upstream's Masker: one mask at a time, on the CPU),
+# "batched" (all of an image's masks at once on the model's device; the same pixels up to float
+# rounding at the threshold), or "auto" (batched where MODEL.DEVICE is CUDA, masker otherwise).
+_C.MODEL.ROI_MASK_HEAD.PASTE_MODE = "auto"
 _C.MODEL.ROI_MASK_HEAD.DILATION = 1
 _C.MODEL.ROI_MASK_HEAD.USE_GN = False
 # LST: Mask^X R-CNN weight transfer (paper §3.2): class mask weights = T(box classifier weights),

@@ -22,12 +22,12 @@ import logging
 import torch.utils.data
 
 from maskrcnn_benchmark.utils.comm import get_rank, get_world_size
-from maskrcnn_benchmark.utils.imports import import_file
 from maskrcnn_benchmark.utils.miscellaneous import save_labels
 from maskrcnn_benchmark.utils.registry import Registry
 
 from . import datasets as D
 from . import samplers
+from .catalog import load_dataset_catalog
 from .collate_batch import BatchCollator
 from .transforms import build_transforms
 
@@ -264,11 +264,11 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0, is_
     # Group landscape (h/w < 1) and portrait (h/w >= 1) images into separate batches.
     aspect_grouping = [1] if cfg.DATALOADER.ASPECT_RATIO_GROUPING else []
 
-    paths_catalog = import_file("maskrcnn_benchmark.config.paths_catalog", cfg.PATHS_CATALOG)
+    dataset_catalog = load_dataset_catalog(cfg)
     dataset_list = cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST
     transforms = build_transforms(cfg, is_train)
     datasets = build_dataset(
-        dataset_list, transforms, paths_catalog.DatasetCatalog, is_train or is_for_period,
+        dataset_list, transforms, dataset_catalog, is_train or is_for_period,
         category_ids=category_ids,
     )
     if is_train:

@@ -15,6 +15,7 @@ import yaml
 
 from maskrcnn_benchmark.config.config_file import merge_config_file
 from maskrcnn_benchmark.config.value_checks import check_value_ranges
+from maskrcnn_benchmark.data.catalog import load_dataset_catalog
 from maskrcnn_benchmark.utils.collect_env import collect_env_info
 from maskrcnn_benchmark.utils.comm import synchronize
 
@@ -61,7 +62,8 @@ def load_config(cfg, config_file, opts):
     """Merge ``config_file`` and then the ``opts`` pairs into ``cfg`` and freeze it.
 
     Any problem (missing file, YAML syntax, unknown or renamed key, wrong value type, odd number
-    of overrides) ends the program with a one-line message naming the file or the options.
+    of overrides, a DATASETS.CATALOG_FILE problem) ends the program with a one-line message naming
+    the file or the options.
     """
     if not config_file:
         raise SystemExit("error: no config file given; pass --config-file path/to/config.yaml")
@@ -81,6 +83,10 @@ def load_config(cfg, config_file, opts):
         raise SystemExit(f"error in the config ({config_file} and the command line): {error}") from None
     cfg.freeze()
     _check_device(cfg.MODEL.DEVICE)
+    try:
+        load_dataset_catalog(cfg)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: {_reason(error)}") from None
 
 
 def _reason(error):

@@ -11,9 +11,9 @@ import torch
 from tqdm import tqdm
 
 from maskrcnn_benchmark.data import check_num_classes, make_data_loader
+from maskrcnn_benchmark.data.catalog import load_dataset_catalog
 from maskrcnn_benchmark.data.datasets.evaluation import evaluate
 from maskrcnn_benchmark.utils.comm import gather, get_world_size, is_main_process, synchronize
-from maskrcnn_benchmark.utils.imports import import_file
 from maskrcnn_benchmark.utils.miscellaneous import atomic_torch_save, mkdir
 from maskrcnn_benchmark.utils.timer import Timer, get_time_str
 
@@ -171,7 +171,7 @@ def lvis_evaluation_options(cfg, category_ids=None, category_groups=None):
     if category_groups is not None:
         options["category_groups"] = {name: list(ids) for name, ids in category_groups.items()}
     if len(cfg.DATASETS.TRAIN) == 1:
-        catalog = import_file("maskrcnn_benchmark.config.paths_catalog", cfg.PATHS_CATALOG).DatasetCatalog
+        catalog = load_dataset_catalog(cfg)
         train_annotations = catalog.get(cfg.DATASETS.TRAIN[0])["args"]["ann_file"]
         if os.path.isfile(train_annotations):
             options["train_annotations"] = train_annotations

@@ -32,6 +32,7 @@ import torch.distributed as dist
 from torch.nn import functional as F
 
 from maskrcnn_benchmark.data.build import build_dataset
+from maskrcnn_benchmark.data.catalog import load_dataset_catalog
 from maskrcnn_benchmark.data.collate_batch import BatchCollator
 from maskrcnn_benchmark.data.transforms import build_transforms
 from maskrcnn_benchmark.engine.mixed_precision import autocast
@@ -40,7 +41,6 @@ from maskrcnn_benchmark.modeling.roi_heads.box_head.roi_box_predictors import FP
 from maskrcnn_benchmark.structures.bounding_box import BoxList
 from maskrcnn_benchmark.structures.boxlist_ops import boxlist_iou
 from maskrcnn_benchmark.utils.comm import get_rank, get_world_size, is_main_process, synchronize
-from maskrcnn_benchmark.utils.imports import import_file
 from maskrcnn_benchmark.utils.miscellaneous import atomic_torch_save
 
 from .experiment import GENERATOR_FILE_NAME, MODEL_FINAL_FILE_NAME
@@ -235,8 +235,7 @@ def make_support_sampler(cfg, phase, dataset):
 # ----------------------------------------------------------------------------- end of phase
 def phase_support_dataset(cfg, phase):
     """The training dataset of ``phase`` with test-time transforms (no flip, test sizes)."""
-    paths_catalog = import_file("maskrcnn_benchmark.config.paths_catalog", cfg.PATHS_CATALOG)
-    datasets = build_dataset(cfg.DATASETS.TRAIN, build_transforms(cfg, False), paths_catalog.DatasetCatalog,
+    datasets = build_dataset(cfg.DATASETS.TRAIN, build_transforms(cfg, False), load_dataset_catalog(cfg),
                              is_train=True, category_ids=phase.seen)
     return datasets[0]
 

@@ -24,7 +24,7 @@ import os
 
 from maskrcnn_benchmark.config import cfg as default_cfg
 from maskrcnn_benchmark.config.config_file import merge_config_file
-from maskrcnn_benchmark.utils.imports import import_file
+from maskrcnn_benchmark.data.catalog import load_dataset_catalog
 
 from .division import load_replay_plan
 from .experiment import Experiment
@@ -59,8 +59,7 @@ def train_annotation_file(config):
         raise ValueError(
             "The LST division needs exactly one training dataset, got DATASETS.TRAIN = {}".format(
                 config.DATASETS.TRAIN))
-    catalog = import_file("maskrcnn_benchmark.config.paths_catalog", config.PATHS_CATALOG)
-    return catalog.DatasetCatalog.get(config.DATASETS.TRAIN[0])["args"]["ann_file"]
+    return load_dataset_catalog(config).get(config.DATASETS.TRAIN[0])["args"]["ann_file"]
 
 
 def check_division_keys(config, yaml_path, phases, phases_file):

@@ -3,18 +3,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maskrcnn_benchmark.layers import batched_nms
 from maskrcnn_benchmark.modeling.box_coder import BoxCoder
 from maskrcnn_benchmark.structures.bounding_box import BoxList
-from maskrcnn_benchmark.structures.boxlist_ops import boxlist_nms, cat_boxlist
 
 
 class PostProcessor(nn.Module):
     """Turns class logits and box deltas of the RoIs into detections, as upstream:
 
     softmax; decode the boxes of every class; clip to [0, W - 1] x [0, H - 1]; then per
-    foreground class j: keep scores > score_thresh, NMS (+1 IoU) at ``nms``; concatenate the
-    classes in order; if more than ``detections_per_img`` remain, keep every detection scoring
-    at least the detections_per_img-th best score (so ties can exceed the limit). The output
+    foreground class j: keep scores > score_thresh, NMS (+1 IoU) at ``nms`` (all classes in
+    batched calls, the same result as a loop over them); concatenate the classes in order; if
+    more than ``detections_per_img`` remain, keep every detection scoring at least the
+    detections_per_img-th best score (so ties can exceed the limit). The output
     is grouped by class, not sorted by score, and small boxes are not removed.
 
     Arguments:
@@ -102,25 +103,22 @@ class PostProcessor(nn.Module):
         return boxlist
 
     def filter_results(self, boxlist, num_classes):
-        """Score threshold and NMS per foreground class, then the per-image limit."""
-        boxes = boxlist.bbox.reshape(-1, num_classes * 4)
+        """Score threshold and NMS per foreground class (batched), then the per-image limit.
+
+        The candidates are laid out class by class, each class's RoIs in ascending order, so the kept
+        detections come out in the order of upstream's loop over the classes.
+        """
+        boxes = boxlist.bbox.reshape(-1, num_classes, 4)
         scores = boxlist.get_field("scores").reshape(-1, num_classes)
-        device = scores.device
 
-        result = []
-        inds_all = scores > self.score_thresh
-        for j in range(1, num_classes):
-            inds = inds_all[:, j].nonzero().squeeze(1)
-            boxlist_for_class = BoxList(boxes[inds, j * 4 : (j + 1) * 4], boxlist.size, mode="xyxy")
-            boxlist_for_class.add_field("scores", scores[inds, j])
-            boxlist_for_class = boxlist_nms(boxlist_for_class, self.nms)
-            boxlist_for_class.add_field(
-                "labels",
-                torch.full((len(boxlist_for_class),), j, dtype=torch.int64, device=device),
-            )
-            result.append(boxlist_for_class)
+        foreground = (scores[:, 1:] > self.score_thresh).t()  # (C - 1, R), class-major
+        labels, rois = foreground.nonzero().unbind(dim=1)
+        labels = labels + 1
+        result = BoxList(boxes[rois, labels], boxlist.size, mode="xyxy")
+        result.add_field("scores", scores[rois, labels])
+        result.add_field("labels", labels)
+        result = self.nms_per_class(result)
 
-        result = cat_boxlist(result)
         number_of_detections = len(result)
         if number_of_detections > self.detections_per_img > 0:
             cls_scores = result.get_field("scores")
@@ -130,6 +128,29 @@ class PostProcessor(nn.Module):
             keep = torch.nonzero(cls_scores >= image_thresh.item()).squeeze(1)
             result = result[keep]
         return result
+
+    def nms_per_class(self, candidates):
+        """The candidates (fields "scores", "labels") that NMS keeps within each class, in their order.
+
+        With a detection limit, NMS runs first on the best-scoring candidates only, as many as four
+        (then 16, ...) times the limit, plus any tied with the last of them: a box is suppressed only by
+        boxes of its class that score higher, or the same with a lower index, all of them in that set,
+        so NMS keeps or drops each of them as among all the candidates. Once that keeps at least
+        detections_per_img boxes, the limit's threshold (the detections_per_img-th best kept score) is
+        no lower than any of them, and the limit returns exactly what it would after NMS on all.
+        """
+        if self.nms <= 0:
+            return candidates
+        scores = candidates.get_field("scores")
+        count = 4 * self.detections_per_img
+        while 0 < count < len(candidates):
+            lowest = torch.topk(scores, count, sorted=False).values.min()
+            best = candidates[torch.nonzero(scores >= lowest).squeeze(1)]
+            kept = best[batched_nms(best.bbox, best.get_field("scores"), best.get_field("labels"), self.nms)]
+            if len(kept) >= self.detections_per_img:
+                return kept
+            count *= 4
+        return candidates[batched_nms(candidates.bbox, scores, candidates.get_field("labels"), self.nms)]
 
 
 def make_roi_box_post_processor(cfg):
