@@ -12,7 +12,7 @@ from maskrcnn_benchmark.config import cfg as default_cfg
 from maskrcnn_benchmark.data import catalog as dataset_catalog
 from maskrcnn_benchmark.data.build import build_dataset
 from maskrcnn_benchmark.data.catalog import load_dataset_catalog, register_dataset
-from maskrcnn_benchmark.engine.phases import train_annotation_file
+from maskrcnn_benchmark.lst.phase_config import train_annotation_file
 
 
 def write_catalog_file(path, text):
