@@ -27,7 +27,7 @@ fi
 step "CUDA tests"
 timeout 600 python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda_kernels.py tests/test_kernel_errors.py
 timeout 600 python3 -m pytest -q -p no:cacheprovider -rs -k "cuda or gpu" tests/test_bounding_box.py \
-  tests/test_detectors.py tests/test_engine.py tests/test_lst_distillation.py tests/test_poolers.py tests/test_rpn.py
+  tests/test_detectors.py tests/test_engine.py tests/lst/test_lst_distillation.py tests/test_poolers.py tests/test_rpn.py
 step "kernel benchmark"
 timeout 300 python3 tools/benchmarks/bench_kernels.py --device cuda --repeats 20 > "$results/kernels.md" 2>&1
 step "model benchmark"

@@ -24,7 +24,7 @@ from maskrcnn_benchmark.data.datasets.evaluation.lvis.fast_eval import FastLVISE
 from maskrcnn_benchmark.engine.inference import lvis_evaluation_options
 from test_lvis_eval import SUMMARY_KEYS, _lvis_dataset, _predictions_for, lvis_api, make_case
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Hand-made training set. Instances (images): 9: 6 (5 images, two in image 1); 2: 4 (1 image);
 # 5: 4 (4 images); 3: 2 (2 images); 1: 1; 8: 1; 7: none, although its record claims 50.

@@ -9,7 +9,7 @@ import yaml
 
 from maskrcnn_benchmark.lst.phase_config import phase_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SYNTHETIC_LST = os.path.join(REPO, "configs", "synthetic", "lst")
 SYNTHETIC_LST_QUICK = os.path.join(REPO, "configs", "synthetic", "lst_quick")
 LVIS_LST = os.path.join(REPO, "configs", "lvis", "lst")

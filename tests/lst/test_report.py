@@ -18,7 +18,7 @@ from maskrcnn_benchmark.lst.report import (
     write_table1,
 )
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN_LABELS = ["(0,1]", "(0,5)", "(0,10)", "[10,100)", "[100,1000)", "[1000,-)"]
 
 

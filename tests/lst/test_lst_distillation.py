@@ -26,7 +26,7 @@ from maskrcnn_benchmark.structures.segmentation_mask import SegmentationMask
 from maskrcnn_benchmark.utils.model_serialization import load_state_dict
 
 LST_CONFIG = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
     "configs", "tests", "e2e_mask_rcnn_R_18_FPN_tiny_cpu_lst_heads.yaml",
 )
 NUM_OLD = 4  # foreground classes of theta_{t-1}; labels 5 and 6 are new
