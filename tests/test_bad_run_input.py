@@ -229,3 +229,18 @@ def test_num_classes_is_checked_against_the_dataset(tmp_path):
         message = one_line(str(error.value))
         assert "'lvis_fixture_train' has {} categories".format(num_categories) in message
         assert "set MODEL.ROI_BOX_HEAD.NUM_CLASSES {}".format(num_categories + 1) in message
+
+
+def test_train_net_exits_with_one_line_on_a_corrupt_weight_file(workspace, tmp_path):
+    """The command line: no traceback, one line naming the tool, the file and the cause."""
+    from fixtures_training import TINY_CONFIG, run_tool
+
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(os.urandom(2048))
+    result = run_tool("train_net.py", ["--config-file", TINY_CONFIG, "PATHS_CATALOG", workspace["catalog"],
+                                       "OUTPUT_DIR", tmp_path / "out", "MODEL.WEIGHT", weights, "SOLVER.MAX_ITER", 1],
+                      workspace["env"])
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("train_net.py: error: ") and str(weights) in last_line

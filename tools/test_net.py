@@ -12,7 +12,7 @@ import argparse
 import torch
 
 from maskrcnn_benchmark.config import cfg
-from maskrcnn_benchmark.engine.cli import add_common_arguments, init_distributed, load_config, parse_arguments
+from maskrcnn_benchmark.engine.cli import add_common_arguments, init_distributed, load_config, parse_arguments, run_tool_main
 from maskrcnn_benchmark.engine.inference import run_test
 from maskrcnn_benchmark.lst import ResolvedPhase
 from maskrcnn_benchmark.modeling.detector import build_detection_model
@@ -55,4 +55,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_tool_main(main, "test_net.py")

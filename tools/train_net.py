@@ -20,7 +20,14 @@ import torch
 
 from maskrcnn_benchmark.config import cfg
 from maskrcnn_benchmark.data import check_num_classes, make_data_loader
-from maskrcnn_benchmark.engine.cli import add_common_arguments, init_distributed, load_config, log_run_info, parse_arguments
+from maskrcnn_benchmark.engine.cli import (
+    add_common_arguments,
+    init_distributed,
+    load_config,
+    log_run_info,
+    parse_arguments,
+    run_tool_main,
+)
 from maskrcnn_benchmark.engine.inference import run_test
 from maskrcnn_benchmark.engine.mixed_precision import make_grad_scaler
 from maskrcnn_benchmark.engine.trainer import default_hooks, do_train
@@ -129,4 +136,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_tool_main(main, "train_net.py")

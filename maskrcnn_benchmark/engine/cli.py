@@ -16,8 +16,23 @@ import yaml
 from maskrcnn_benchmark.config.config_file import merge_config_file
 from maskrcnn_benchmark.config.value_checks import check_value_ranges
 from maskrcnn_benchmark.data.catalog import load_dataset_catalog
+from maskrcnn_benchmark.data.datasets.annotation_checks import AnnotationError
+from maskrcnn_benchmark.data.datasets.evaluation.lvis.results_file import EvaluationInputError
 from maskrcnn_benchmark.utils.collect_env import collect_env_info
 from maskrcnn_benchmark.utils.comm import synchronize
+from maskrcnn_benchmark.utils.model_serialization import CheckpointFileError
+
+# Errors whose message already names the file, the record and the fix: a tool exits with that one
+# line instead of a traceback. A non-finite loss (FloatingPointError) says which checkpoint exists.
+INPUT_ERRORS = (AnnotationError, CheckpointFileError, EvaluationInputError, FloatingPointError)
+
+
+def run_tool_main(main, tool_name):
+    """Run a tool's ``main()``; an INPUT_ERRORS error ends the process with one line on stderr."""
+    try:
+        return main()
+    except INPUT_ERRORS as error:
+        sys.exit("{}: error: {}".format(tool_name, error))
 
 
 def add_common_arguments(parser):
