@@ -1,14 +1,14 @@
 """The class balance a BalancedReplaySampler's epochs give the RoI heads (paper §3.3: every old
 class should be trained on about n̄_c instances per epoch, as many as a mean new class).
 
-An instance of class j in an entry (image, active label a) is trained by the RoI heads (its
-RoIs are box-head and mask positives) when a is 0 or j, or whatever a is when
-MODEL.LST.ROI_ACTIVE_CLASS_ONLY is off; the RPN sees every box either way. The new-class entries
-are the same in every epoch. The replayed images of old class k change from epoch to epoch, but
-they run through successive permutations of k's images, so on average over the epochs the
-replay of k contributes exactly q_k / |images of k| times the sum over k's images. The counts
-here are these means per epoch, for both MODEL.LST.NEW_IMAGE_LABELS modes; they depend on the
-dataset, the quotas and the mode, not on the seed.
+An instance of class j in an entry (image, active label a) is trained by the RoI heads (the
+RoIs matched to it are box-head and mask positives, as many as the RoI sampler draws) when a is
+0 or j, or whatever a is when MODEL.LST.ROI_ACTIVE_CLASS_ONLY is off; the RPN sees every box
+either way. The new-class entries are the same in every epoch. The replayed images of old class k
+change from epoch to epoch, but they run through successive permutations of k's images, so on
+average over the epochs the replay of k contributes exactly q_k / |images of k| times the sum
+over k's images. The counts here are these means per epoch, for both MODEL.LST.NEW_IMAGE_LABELS
+modes; they depend on the dataset, the quotas and the modes, not on the seed.
 """
 import logging
 import statistics
