@@ -4,15 +4,16 @@
     python tools/lst_experiment.py OUT path PHASE FILE       # FILE: one of the names below
     python tools/lst_experiment.py OUT state PHASE           # not started | training | trained | finished
 
-FILE is dir, config, log, model_init, model_final, replay_plan, generator or metrics (the
-phase's evaluation; an error before it exists).
+FILE is dir, config, log, model_init, model_final, replay_plan, replay_balance, generator or
+metrics (the phase's evaluation; an error before it exists).
 """
 import argparse
 import sys
 
 from maskrcnn_benchmark.lst.experiment import Experiment
 
-PHASE_FILES = ("dir", "config", "log", "model_init", "model_final", "replay_plan", "generator", "metrics")
+PHASE_FILES = ("dir", "config", "log", "model_init", "model_final", "replay_plan", "replay_balance", "generator",
+               "metrics")
 
 
 def parse_args(argv=None):

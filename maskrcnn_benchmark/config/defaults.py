@@ -306,6 +306,10 @@ _C.MODEL.LST.REPLAY = "balanced"
 # Replay quota per old class k: "ceil" = ceil(n_c / n_k) (paper §3.3) or "round" = max(1, round(n_c / n_k))
 # (authors' notebook).
 _C.MODEL.LST.REPLAY_QUOTA_RULE = "ceil"
+# The new-class images G_t in the replay sampler's epochs: "per_class" = one entry per (image, new
+# class c in it) that trains the RoI heads on c only, so old classes are trained from their replay
+# alone (paper §3.3, Fig. 3 (c); the authors' code); "all" = each image once, every class valid.
+_C.MODEL.LST.NEW_IMAGE_LABELS = "per_class"
 # For an (image, class k) entry of the replay sampler, only RoIs matched to class k are RoI-head
 # positives and RoIs of other foreground classes are ignored (authors' code); the RPN uses every box.
 _C.MODEL.LST.ROI_ACTIVE_CLASS_ONLY = True

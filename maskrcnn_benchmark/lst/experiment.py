@@ -7,6 +7,8 @@ An experiment folder OUT holds::
                  /log.txt            training log
                  /model_init.pth     theta_{t-1} expanded for phase t >= 1 (lst.expansion)
                  /replay_plan.json   balanced-replay quotas of phase t >= 1 (lst.division)
+                 /replay_balance.json  instances trained per class and epoch, written when
+                                     the replay sampler is built (lst.replay_balance)
                  /last_checkpoint    the newest training checkpoint (utils.checkpoint)
                  /model_final.pth    theta_t
                  /weight_generator.pth  the meta weight generator at the end of an MWG phase
@@ -32,11 +34,17 @@ LOG_FILE_NAME = "log.txt"
 MODEL_INIT_FILE_NAME = "model_init.pth"
 MODEL_FINAL_FILE_NAME = "model_final.pth"
 REPLAY_PLAN_FILE_NAME = "replay_plan.json"
+REPLAY_BALANCE_FILE_NAME = "replay_balance.json"
 GENERATOR_FILE_NAME = "weight_generator.pth"
 INFERENCE_DIR_NAME = "inference"
 METRICS_FILE_NAME = "metrics.json"
 
 PHASE_STATES = ("not started", "training", "trained", "finished")
+
+
+def replay_balance_file(phase_dir):
+    """The replay_balance.json of the phase whose folder (its OUTPUT_DIR) is ``phase_dir``."""
+    return os.path.join(phase_dir, REPLAY_BALANCE_FILE_NAME)
 
 
 class PhaseFiles:
@@ -50,6 +58,7 @@ class PhaseFiles:
         self.model_init = os.path.join(self.dir, MODEL_INIT_FILE_NAME)
         self.model_final = os.path.join(self.dir, MODEL_FINAL_FILE_NAME)
         self.replay_plan = os.path.join(self.dir, REPLAY_PLAN_FILE_NAME)
+        self.replay_balance = replay_balance_file(self.dir)
         self.generator = os.path.join(self.dir, GENERATOR_FILE_NAME)
         self.last_checkpoint = os.path.join(self.dir, LAST_CHECKPOINT_TAG)
         self.inference_dir = os.path.join(self.dir, INFERENCE_DIR_NAME)

@@ -1,11 +1,14 @@
-"""Instance-level balanced replay (LST paper §3.3): the epochs of phase t >= 1 are D_t = R_t U G_t.
+"""Instance-level balanced replay (LST paper §3.3, Fig. 3 (c)): the epochs of phase t >= 1 are
+D_t = R_t U G_t.
 
-An epoch holds every image with an annotation of a new class once, with active label 0 (no
-restriction), plus, for every old class k, quota_k images containing k, with active label k:
-for such an entry the RoI head learns only class k (the model side reads the target's
-"active_label" field). The replayed images of class k are drawn without replacement across
-epochs: epoch e takes positions [e * q_k, (e + 1) * q_k) of an endless sequence of successive
-seeded permutations of k's images, so every image of k is replayed once before any repeats.
+An epoch holds the new-class images G_t, as one entry per (image, new class c in it) with active
+label c (MODEL.LST.NEW_IMAGE_LABELS "per_class", the paper's) or once per image with active label
+0, no restriction ("all"), plus, for every old class k, quota_k images containing k, with active
+label k. For an entry with active label k > 0 the RoI heads learn only class k (the model side
+reads the target's "active_label" field). The replayed images of class k are drawn without
+replacement across epochs: epoch e takes positions [e * q_k, (e + 1) * q_k) of an endless
+sequence of successive seeded permutations of k's images, so every image of k is replayed once
+before any repeats. lst.replay_balance counts the RoI-head positives per class such epochs give.
 """
 import logging
 import math
@@ -17,9 +20,42 @@ from maskrcnn_benchmark.data.build import TRAIN_SAMPLERS
 from maskrcnn_benchmark.data.samplers.distributed import resolve_replicas, shard_indices
 from maskrcnn_benchmark.data.samplers.repeat_factor_sampler import dataset_image_labels, epoch_generator
 
+from .replay_balance import report_replay_balance
+
 logger = logging.getLogger(__name__)
 
 REPLAY_MODES = ("balanced", "all", "none")
+NEW_IMAGE_LABELS = ("per_class", "all")
+
+
+def check_new_image_labels(new_image_labels):
+    """ValueError unless ``new_image_labels`` is one of NEW_IMAGE_LABELS."""
+    if new_image_labels not in NEW_IMAGE_LABELS:
+        raise ValueError("Unknown MODEL.LST.NEW_IMAGE_LABELS {!r}; valid values: {}".format(
+            new_image_labels, ", ".join(NEW_IMAGE_LABELS)))
+
+
+def new_image_entries(image_labels, num_old_classes, new_image_labels="per_class"):
+    """The entries of the new-class images, sorted: (indices, active labels), two (N,) int64 arrays.
+
+    Arguments:
+        image_labels (list[list[int]]): per dataset index, its training labels.
+        num_old_classes (int): labels above it are new.
+        new_image_labels (str): "per_class": one entry (i, c) per image i and new class c in
+            it; "all": one entry (i, 0) per image with a new class.
+    """
+    check_new_image_labels(new_image_labels)
+    pairs = []
+    for index, labels in enumerate(image_labels):
+        new = sorted(label for label in set(labels) if label > num_old_classes)
+        if not new:
+            continue
+        if new_image_labels == "all":
+            pairs.append((index, 0))
+        else:
+            pairs.extend((index, label) for label in new)
+    pairs = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    return pairs[:, 0].copy(), pairs[:, 1].copy()
 
 
 def replay_cycle_generator(seed, label, cycle):
@@ -41,23 +77,29 @@ class BalancedReplaySampler(Sampler):
         num_old_classes (int): labels 1..num_old_classes are old classes, the others new.
         quotas (dict[int, int]): old label -> images replayed per epoch ("balanced" only).
             An old class without images in the dataset is skipped with a warning.
-        mode (str): "balanced"; "all": every image of the dataset once per epoch, active label
-            0; "none": only the new-class images.
+        mode (str): MODEL.LST.REPLAY: "balanced"; "all": every image of the dataset once per
+            epoch, active label 0; "none": only the new-class entries.
+        new_image_labels (str): MODEL.LST.NEW_IMAGE_LABELS, the new-class entries of
+            "balanced" and "none" (see new_image_entries): "per_class" or "all".
         num_replicas (int), rank (int): default from torch.distributed.
         seed (int): DATALOADER.SEED.
 
     Attributes:
+        image_labels (list[list[int]]): per dataset index, its training labels.
         new_images (np.ndarray): sorted indices of the images with a new-class annotation.
         class_to_images (dict[int, np.ndarray]): old label -> sorted indices of its images, for
             the replayed classes.
         quotas (dict[int, int]): old label -> quota, for the replayed classes.
     """
 
+    new_image_label_modes = NEW_IMAGE_LABELS
+
     def __init__(self, dataset, num_old_classes, quotas=None, mode="balanced",
-                 num_replicas=None, rank=None, seed=0):
+                 new_image_labels="per_class", num_replicas=None, rank=None, seed=0):
         if mode not in REPLAY_MODES:
             raise ValueError("Unknown replay mode {!r} (MODEL.LST.REPLAY); valid: {}".format(
                 mode, ", ".join(REPLAY_MODES)))
+        check_new_image_labels(new_image_labels)
         if num_old_classes < 1:
             raise ValueError(
                 "BalancedReplaySampler needs old classes: MODEL.LST.NUM_OLD_CLASSES is {}; set "
@@ -67,7 +109,9 @@ class BalancedReplaySampler(Sampler):
         self.seed = seed
         self.epoch = 0
         self.mode = mode
-        image_labels = dataset_image_labels(dataset)
+        self.new_image_labels = new_image_labels
+        self.num_old_classes = num_old_classes
+        self.image_labels = image_labels = dataset_image_labels(dataset)
         self.num_images = len(image_labels)
         self.new_images = np.array(
             [i for i, labels in enumerate(image_labels) if any(l > num_old_classes for l in labels)],
@@ -80,6 +124,7 @@ class BalancedReplaySampler(Sampler):
         self.class_to_images, self.quotas = {}, {}
         if mode == "balanced":
             self._set_replayed_classes(image_labels, num_old_classes, quotas)
+        self._fixed_entries = self.fixed_entries()
         self._cached_epoch = None
 
     def _set_replayed_classes(self, image_labels, num_old_classes, quotas):
@@ -107,6 +152,15 @@ class BalancedReplaySampler(Sampler):
     def set_epoch(self, epoch):
         self.epoch = epoch
 
+    def fixed_entries(self, new_image_labels=None):
+        """(indices, active labels), two (N,) int64 arrays: the entries of every epoch, before
+        the replayed ones and the shuffle. Mode "all": every image with active label 0; else the
+        new-class entries, labelled as ``new_image_labels`` says (default: the sampler's own)."""
+        if self.mode == "all":
+            return np.arange(self.num_images, dtype=np.int64), np.zeros(self.num_images, dtype=np.int64)
+        return new_image_entries(self.image_labels, self.num_old_classes,
+                                 new_image_labels or self.new_image_labels)
+
     def replayed_images(self, label, epoch):
         """(quota,) int64: the images of old class ``label`` replayed in ``epoch``."""
         images = self.class_to_images[label]
@@ -125,16 +179,11 @@ class BalancedReplaySampler(Sampler):
         label) pairs in the epoch's order."""
         if self._cached_epoch is not None and self._cached_epoch[0] == epoch:
             return self._cached_epoch[1]
-        if self.mode == "all":
-            indices = np.arange(self.num_images, dtype=np.int64)
-            labels = np.zeros(self.num_images, dtype=np.int64)
-        else:
-            indices = [self.new_images]
-            labels = [np.zeros(len(self.new_images), dtype=np.int64)]
-            for label in self.class_to_images:
-                indices.append(self.replayed_images(label, epoch))
-                labels.append(np.full(self.quotas[label], label, dtype=np.int64))
-            indices, labels = np.concatenate(indices), np.concatenate(labels)
+        indices, labels = [self._fixed_entries[0]], [self._fixed_entries[1]]
+        for label in self.class_to_images:
+            indices.append(self.replayed_images(label, epoch))
+            labels.append(np.full(self.quotas[label], label, dtype=np.int64))
+        indices, labels = np.concatenate(indices), np.concatenate(labels)
         order = epoch_generator(self.seed, epoch).permutation(len(indices))
         entries = list(zip(indices[order].tolist(), labels[order].tolist()))
         self._cached_epoch = (epoch, entries)
@@ -150,7 +199,9 @@ class BalancedReplaySampler(Sampler):
 @TRAIN_SAMPLERS.register("BalancedReplaySampler")
 def build_balanced_replay_sampler(cfg, dataset, num_replicas, rank, phase=None):
     """DATALOADER.SAMPLER "BalancedReplaySampler" for the LST phase ``phase`` (a ResolvedPhase):
-    MODEL.LST.REPLAY mode, with the quotas of MODEL.LST.REPLAY_PLAN_FILE for "balanced"."""
+    MODEL.LST.REPLAY mode, with the quotas of MODEL.LST.REPLAY_PLAN_FILE for "balanced", and the
+    new-class entries of MODEL.LST.NEW_IMAGE_LABELS. Logs the balance of its epochs and writes it
+    to OUTPUT_DIR/replay_balance.json (lst.replay_balance)."""
     lst = cfg.MODEL.LST
     if phase is None:
         raise ValueError(
@@ -165,9 +216,12 @@ def build_balanced_replay_sampler(cfg, dataset, num_replicas, rank, phase=None):
     if lst.REPLAY not in REPLAY_MODES:
         raise ValueError("Unknown MODEL.LST.REPLAY {!r}; valid values: {}".format(
             lst.REPLAY, ", ".join(REPLAY_MODES)))
+    check_new_image_labels(lst.NEW_IMAGE_LABELS)
     quotas = None
     if lst.REPLAY == "balanced":
         quotas = phase.replay_quotas(lst.REPLAY_PLAN_FILE, dataset.json_category_id_to_contiguous_id,
                                      lst.REPLAY_QUOTA_RULE)
-    return BalancedReplaySampler(dataset, phase.num_old_classes, quotas, lst.REPLAY,
-                                 num_replicas=num_replicas, rank=rank, seed=cfg.DATALOADER.SEED)
+    sampler = BalancedReplaySampler(dataset, phase.num_old_classes, quotas, lst.REPLAY, lst.NEW_IMAGE_LABELS,
+                                    num_replicas=num_replicas, rank=rank, seed=cfg.DATALOADER.SEED)
+    report_replay_balance(sampler, dataset, lst.ROI_ACTIVE_CLASS_ONLY, cfg.OUTPUT_DIR)
+    return sampler

@@ -1,8 +1,13 @@
 """BalancedReplaySampler (instance-level balanced replay, LST paper §3.3): epoch composition
-(new-class images once, quota_k replayed images of old class k), replay without replacement
-across epochs, seeding, sharding over processes, exact resume, the (index, active label) items
-through the datasets, aspect-ratio grouping and the data loader built from a config."""
+(one entry per (image, new class) with that class active, or with MODEL.LST.NEW_IMAGE_LABELS
+"all" each new-class image once; quota_k replayed images of old class k), replay without
+replacement across epochs, seeding, sharding over processes, exact resume, the (index, active
+label) items through the datasets, aspect-ratio grouping, the data loader built from a config,
+and the replay balance (instances trained per class and epoch) against a direct count through
+the box head's RoI labelling."""
+import json
 import logging
+import math
 from collections import Counter
 
 import numpy as np
@@ -17,8 +22,11 @@ from maskrcnn_benchmark.data.datasets import LVISDataset
 from maskrcnn_benchmark.data.samplers import GroupedBatchSampler, IterationBasedBatchSampler
 from maskrcnn_benchmark.lst.experiment import Experiment
 from maskrcnn_benchmark.lst.phase import ResolvedPhase
+from maskrcnn_benchmark.lst.replay_balance import replay_balance
 from maskrcnn_benchmark.lst.replay_sampler import BalancedReplaySampler
 from maskrcnn_benchmark.data.transforms import build_transforms
+from maskrcnn_benchmark.modeling.roi_heads.box_head.loss import make_roi_box_loss_evaluator
+from maskrcnn_benchmark.structures.bounding_box import BoxList
 
 NUM_OLD = 4
 
@@ -60,9 +68,31 @@ def images_of(dataset, label):
     return [i for i in range(len(dataset)) if label in dataset.get_category_labels(i)]
 
 
-def test_epoch_holds_new_images_once_and_the_quotas(dataset, caplog):
+def new_class_pairs(dataset):
+    """Every (image, new class in it)."""
+    return sorted((i, label) for i in range(len(dataset))
+                  for label in dataset.get_category_labels(i) if label > NUM_OLD)
+
+
+def test_epoch_holds_one_entry_per_image_and_new_class_and_the_quotas(dataset, caplog):
     with caplog.at_level(logging.WARNING):
         sampler = BalancedReplaySampler(dataset, NUM_OLD, QUOTAS, seed=3)
+    assert sampler.new_image_labels == "per_class" == cfg.MODEL.LST.NEW_IMAGE_LABELS
+    assert "1 old classes have no training image" in caplog.text  # label 4
+    pairs = new_class_pairs(dataset)
+    assert len(pairs) > len({i for i, _ in pairs})  # some images hold both new classes
+    for epoch in range(4):
+        entries = sampler.epoch_entries(epoch)
+        assert sorted(e for e in entries if e[1] > NUM_OLD) == pairs  # each pair exactly once
+        assert Counter(label for _, label in entries if label <= NUM_OLD) == {1: 7, 2: 2, 3: 5}
+        for index, label in entries:
+            assert label in dataset.get_category_labels(index)
+    assert len(sampler) == len(pairs) + 7 + 2 + 5
+
+
+def test_new_image_labels_all_holds_new_images_once_and_the_quotas(dataset, caplog):
+    with caplog.at_level(logging.WARNING):
+        sampler = BalancedReplaySampler(dataset, NUM_OLD, QUOTAS, new_image_labels="all", seed=3)
     assert "1 old classes have no training image" in caplog.text  # label 4
     new_images = [i for i in range(len(dataset))
                   if any(l > NUM_OLD for l in dataset.get_category_labels(i))]
@@ -113,9 +143,10 @@ def test_epochs_depend_on_seed_and_epoch_only(dataset):
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3])
-def test_processes_partition_the_padded_epoch(dataset, world_size):
-    samplers = [BalancedReplaySampler(dataset, NUM_OLD, QUOTAS, num_replicas=world_size,
-                                      rank=r, seed=4) for r in range(world_size)]
+@pytest.mark.parametrize("new_image_labels", ["per_class", "all"])
+def test_processes_partition_the_padded_epoch(dataset, world_size, new_image_labels):
+    samplers = [BalancedReplaySampler(dataset, NUM_OLD, QUOTAS, new_image_labels=new_image_labels,
+                                      num_replicas=world_size, rank=r, seed=4) for r in range(world_size)]
     for epoch in (0, 1):
         entries = samplers[0].epoch_entries(epoch)
         padded_size = -(-len(entries) // world_size) * world_size
@@ -154,14 +185,17 @@ def test_resume_yields_the_uninterrupted_batches(dataset, world_size, rank, grou
         assert batches(start_iter) == full[start_iter:]
 
 
-def test_replay_modes_all_and_none(dataset):
-    everything = BalancedReplaySampler(dataset, NUM_OLD, mode="all", seed=0)
+@pytest.mark.parametrize("new_image_labels", ["per_class", "all"])
+def test_replay_modes_all_and_none(dataset, new_image_labels):
+    everything = BalancedReplaySampler(dataset, NUM_OLD, mode="all", new_image_labels=new_image_labels, seed=0)
     entries = everything.epoch_entries(0)
-    assert sorted(entries) == [(i, 0) for i in range(len(dataset))]
-    only_new = BalancedReplaySampler(dataset, NUM_OLD, mode="none", seed=0)
-    new_images = [i for i in range(len(dataset))
-                  if any(l > NUM_OLD for l in dataset.get_category_labels(i))]
-    assert sorted(only_new.epoch_entries(1)) == [(i, 0) for i in new_images]
+    assert sorted(entries) == [(i, 0) for i in range(len(dataset))]  # NEW_IMAGE_LABELS does not apply
+    only_new = BalancedReplaySampler(dataset, NUM_OLD, mode="none", new_image_labels=new_image_labels, seed=0)
+    if new_image_labels == "per_class":
+        expected = new_class_pairs(dataset)
+    else:
+        expected = [(i, 0) for i in sorted({i for i, _ in new_class_pairs(dataset)})]
+    assert sorted(only_new.epoch_entries(1)) == expected
 
 
 def test_bad_arguments(dataset):
@@ -175,6 +209,8 @@ def test_bad_arguments(dataset):
         BalancedReplaySampler(dataset, 6, QUOTAS)
     with pytest.raises(ValueError, match="Unknown replay mode 'some'"):
         BalancedReplaySampler(dataset, NUM_OLD, QUOTAS, mode="some")
+    with pytest.raises(ValueError, match="Unknown MODEL.LST.NEW_IMAGE_LABELS 'each'; valid values: per_class, all"):
+        BalancedReplaySampler(dataset, NUM_OLD, QUOTAS, new_image_labels="each")
 
 
 def test_grouped_batches_of_pairs_follow_the_index_groups():
@@ -254,14 +290,19 @@ def replay_loader(config, **kwargs):
     return make_data_loader(config, is_train=True, **kwargs, **ResolvedPhase.from_config(config).data_loader_options(config))
 
 
-def test_training_loader_yields_active_labels(experiment):
-    loader = replay_loader(replay_cfg(experiment))
+@pytest.mark.parametrize("new_image_labels", ["per_class", "all"])
+def test_training_loader_yields_active_labels(experiment, new_image_labels, caplog):
+    with caplog.at_level(logging.INFO, logger="maskrcnn_benchmark.lst.replay_balance"):
+        loader = replay_loader(replay_cfg(experiment, "MODEL.LST.NEW_IMAGE_LABELS", new_image_labels))
     sampler = loader.batch_sampler.batch_sampler.sampler
     assert isinstance(sampler, BalancedReplaySampler)
+    assert sampler.new_image_labels == new_image_labels
+    assert "NEW_IMAGE_LABELS {!r} (this run)".format(new_image_labels) in caplog.text
     to_label = loader.dataset.json_category_id_to_contiguous_id
     expected_quotas = {to_label[int(c)]: v["quota"]
                        for c, v in experiment["plan"]["old_classes"].items()}
     assert sampler.quotas == expected_quotas
+    num_old = len(experiment["phases"]["groups"][0])
     seen_active = set()
     for images, targets, ids in loader:
         for target, index in zip(targets, ids):
@@ -271,16 +312,70 @@ def test_training_loader_yields_active_labels(experiment):
             seen_active.add(label)
             labels = target.get_field("labels").tolist()
             if label == 0:
-                assert max(labels) > len(experiment["phases"]["groups"][0])
+                assert max(labels) > num_old
             else:
                 assert label in labels
-    assert 0 in seen_active and seen_active - {0}
+    assert any(0 < label <= num_old for label in seen_active)  # replayed entries
+    if new_image_labels == "per_class":
+        assert 0 not in seen_active and max(seen_active) > num_old
+    else:
+        assert 0 in seen_active and max(seen_active) <= num_old
+
+
+def direct_count_per_epoch(sampler, dataset, evaluator):
+    """{label: mean per epoch} of the ground-truth instances the box head labels positive, each
+    box being its own proposal, over the entries of enough epochs that every replayed class runs
+    through whole permutations of its images (so the mean is exact)."""
+    num_epochs = math.lcm(*(len(images) // math.gcd(sampler.quotas[label], len(images))
+                            for label, images in sampler.class_to_images.items()))
+    assert num_epochs <= 1000
+    positives_of_entry = {}
+    counts = Counter()
+    for epoch in range(num_epochs):
+        for entry in sampler.epoch_entries(epoch):
+            if entry not in positives_of_entry:
+                _, target, _ = dataset[entry]
+                proposal = BoxList(target.bbox.clone(), target.size)
+                (labels,), _ = evaluator.prepare_targets([proposal], [target])
+                positives_of_entry[entry] = Counter(labels[labels > 0].tolist())
+            counts.update(positives_of_entry[entry])
+    return {label: count / num_epochs for label, count in counts.items()}, num_epochs
+
+
+@pytest.mark.parametrize("active_class_only", [True, False])
+def test_replay_balance_equals_a_direct_count(experiment, active_class_only):
+    written = {}
+    for mode in ("per_class", "all"):
+        config = replay_cfg(experiment, "MODEL.LST.NEW_IMAGE_LABELS", mode,
+                            "MODEL.LST.ROI_ACTIVE_CLASS_ONLY", active_class_only)
+        loader = replay_loader(config)
+        sampler = loader.batch_sampler.batch_sampler.sampler
+        with open(experiment["output_dir"] + "/replay_balance.json") as f:
+            written[mode] = json.load(f)
+        assert written[mode] == replay_balance(sampler, loader.dataset, active_class_only)
+        direct, num_epochs = direct_count_per_epoch(sampler, loader.dataset, make_roi_box_loss_evaluator(config))
+        assert num_epochs > 1
+        trained = {c["label"]: c["trained_per_epoch"][mode] for c in written[mode]["classes"]}
+        assert set(direct) <= set(trained)
+        for label, count in trained.items():
+            assert count == pytest.approx(direct.get(label, 0), abs=1e-3), label
+        assert written[mode]["entries_per_epoch"][mode] == len(sampler.epoch_entries(0))
+    assert written["per_class"]["new_image_labels"] == "per_class"
+    assert {**written["per_class"], "new_image_labels": "all"} == written["all"]
+    old = [c for c in written["per_class"]["classes"] if c["group"] == "old"]
+    new = [c for c in written["per_class"]["classes"] if c["group"] == "new"]
+    if active_class_only:
+        for c in new:  # a new class is trained on all its instances, and only in its own entries
+            assert c["trained_per_epoch"] == {"per_class": c["training_instances"], "all": c["training_instances"]}
+        # Co-occurring old instances are trained only with "all".
+        assert sum(c["trained_per_epoch"]["all"] for c in old) > sum(c["trained_per_epoch"]["per_class"] for c in old)
 
 
 @pytest.mark.parametrize("opts, match", [
     (("MODEL.LST.NUM_OLD_CLASSES", 2), "NUM_OLD_CLASSES is 2 but phase 1 .* set MODEL.LST.NUM_OLD_CLASSES to 3"),
     (("MODEL.LST.REPLAY_PLAN_FILE", "missing.json"), "Replay plan 'missing.json' not found"),
     (("MODEL.LST.REPLAY", "some"), "Unknown MODEL.LST.REPLAY 'some'"),
+    (("MODEL.LST.NEW_IMAGE_LABELS", "each"), "Unknown MODEL.LST.NEW_IMAGE_LABELS 'each'"),
     (("DATASETS.TRAIN", ("lvis_fixture", "lvis_fixture")), "trains on one dataset"),
 ])
 def test_replay_configuration_errors(experiment, opts, match):

@@ -68,10 +68,28 @@ def test_incremental_phase_trains_the_expanded_model_with_distillation(workspace
     assert not any(key.startswith("teacher") for key in final)
     plan = json.loads((phase_dir / "replay_plan.json").read_text())
     assert len(plan["old_classes"]) == 4
+    balance = json.loads((phase_dir / "replay_balance.json").read_text())
+    assert balance["new_image_labels"] == "per_class" and "Replay balance" in log
+    assert [c["label"] for c in balance["classes"] if c["group"] == "old"] == [1, 2, 3, 4]
     # the body is frozen (FREEZE_CONV_BODY_AT 5): its weights are those of the expanded init
     initial = load_checkpoint(phase_dir / "model_init.pth")["model"]
     body = [k for k in final if k.startswith("backbone.body.layer4") and k.endswith("weight")]
     assert body and all((final[k] == initial[k]).all() for k in body)
+
+
+def test_the_balance_tool_prints_what_training_wrote(workspace, phase1_uninterrupted):
+    phase_dir, _ = phase1_uninterrupted
+    result = run_tool("lst_replay_balance.py", ["--config-dir", TEST_LST_CONFIGS, "--experiment-dir", phase_dir.parent,
+                                                "--phase", 1, "--json", "PATHS_CATALOG", workspace["catalog"]],
+                      workspace["env"])
+    check_ran(result)
+    printed = json.loads(result.stdout)
+    assert printed == {"phase": 1, **json.loads((phase_dir / "replay_balance.json").read_text())}
+    summary = run_tool("lst_replay_balance.py", ["--config-dir", TEST_LST_CONFIGS, "--experiment-dir",
+                                                 phase_dir.parent, "PATHS_CATALOG", workspace["catalog"]],
+                       workspace["env"])
+    check_ran(summary)
+    assert "NEW_IMAGE_LABELS 'per_class' (this run)" in summary.stdout and "NEW_IMAGE_LABELS 'all'" in summary.stdout
 
 
 def test_incremental_phase_killed_mid_way_resumes_to_the_same_weights(workspace, phase0, phase1_uninterrupted):

@@ -1,7 +1,10 @@
-"""Active-class RoI labelling of LST's instance-level balanced replay (paper §3.3): in an image
-replayed for class k (targets with the field "active_label" = k), only RoIs matched to class k
-are box-head positives, RoIs matched to other classes are neither positive nor negative, and the
-mask head trains on class k only. The expected sets come from torchvision's IoU."""
+"""Active-class RoI labelling of LST's instance-level balanced replay (paper §3.3, Fig. 3 (c)): in
+an entry for class k (targets with the field "active_label" = k: an old class's replayed image,
+or a new-class image's entry for one of its new classes, MODEL.LST.NEW_IMAGE_LABELS
+"per_class"), only RoIs matched to class k are box-head positives, RoIs matched to other classes
+are neither positive nor negative, and the mask head trains on class k only; active label 0 (a
+new-class image with NEW_IMAGE_LABELS "all") keeps upstream's labels. The expected sets come from
+torchvision's IoU."""
 import os
 
 import pytest
@@ -21,8 +24,10 @@ LST_CONFIG = os.path.join(
 )
 IMAGE_SIZE = (160, 128)  # (width, height)
 ACTIVE = 2
-GT_BOXES = torch.tensor([[10.0, 10.0, 50.0, 50.0], [50.0, 50.0, 90.0, 90.0], [100.0, 10.0, 150.0, 60.0]])
-GT_LABELS = torch.tensor([ACTIVE, 5, 3])
+NEW_CLASSES = (5, 6)  # as if the old classes were 1..4: the image holds old classes 2, 3 and new 5, 6
+GT_BOXES = torch.tensor([[10.0, 10.0, 50.0, 50.0], [50.0, 50.0, 90.0, 90.0], [100.0, 10.0, 150.0, 60.0],
+                         [60.0, 95.0, 100.0, 127.0]])
+GT_LABELS = torch.tensor([ACTIVE, 5, 3, 6])
 PROPOSALS = torch.tensor(
     [
         [10.0, 10.0, 50.0, 50.0],  # class 2
@@ -35,6 +40,8 @@ PROPOSALS = torch.tensor(
         [30.0, 30.0, 70.0, 70.0],  # background overlapping classes 2 and 5
         [0.0, 95.0, 40.0, 127.0],  # background
         [110.0, 80.0, 159.0, 127.0],  # background
+        [60.0, 95.0, 100.0, 127.0],  # class 6
+        [61.0, 96.0, 99.0, 126.0],  # class 6
     ]
 )
 
@@ -86,7 +93,7 @@ def sampled_sets(targets, active_class_only=True):
 
 
 def test_the_hand_made_case_has_proposals_of_three_classes_and_background():
-    assert reference_classes().tolist() == [2, 2, 2, 5, 5, 5, 3, 0, 0, 0]
+    assert reference_classes().tolist() == [2, 2, 2, 5, 5, 5, 3, 0, 0, 0, 6, 6]
 
 
 def test_without_the_field_every_foreground_roi_is_positive():
@@ -111,7 +118,9 @@ def test_in_a_replayed_image_only_the_active_class_gives_positives():
     assert torch.equal(labels, expected_labels)
 
 
-def test_active_label_zero_and_the_switched_off_option_keep_upstream_labels():
+def test_new_image_labels_all_entries_and_the_switched_off_option_keep_upstream_labels():
+    """A new-class image entered with active label 0 (NEW_IMAGE_LABELS "all"), and any entry with
+    ROI_ACTIVE_CLASS_ONLY off, train every class as upstream does."""
     upstream = sampled_sets([make_target()])[0]
     for sets in (sampled_sets([make_target(0)])[0], sampled_sets([make_target(ACTIVE)], False)[0]):
         assert sets[0] == upstream[0] and sets[1] == upstream[1]
@@ -168,6 +177,37 @@ def test_the_mask_loss_only_sees_rois_of_the_active_class(active_label):
     expected = PROPOSALS[classes == active_label]
     got = mask_proposals.bbox
     assert sorted(map(tuple, got.tolist())) == sorted(map(tuple, expected.tolist()))
+
+
+@pytest.mark.parametrize("new_class", NEW_CLASSES)
+def test_in_a_new_class_entry_only_that_class_is_trained(new_class):
+    """The entry (image, new class c) of NEW_IMAGE_LABELS "per_class", through a real forward of
+    the RoI heads: the box head's sampled positives are c's RoIs, the RoIs of the co-occurring old
+    classes (2, 3) and of the other new class are not sampled at all, background RoIs stay
+    negatives, and the mask loss sees c's RoIs only."""
+    classes = reference_classes()
+    torch.manual_seed(0)
+    model = build_detection_model(make_cfg()).train()
+    recorder = _RecordingMaskLoss(model.roi_heads.mask.loss_evaluator)
+    model.roi_heads.mask.loss_evaluator = recorder
+    width, height = IMAGE_SIZE
+    images = to_image_list([torch.randn(3, height, width)], 32)
+    features = model.backbone(images.tensors)
+    proposals = BoxList(PROPOSALS.clone(), IMAGE_SIZE)
+    proposals.add_field("index", torch.arange(len(PROPOSALS)))
+    _, _, losses = model.roi_heads(features, [proposals], [make_target(new_class)])
+
+    (sampled,) = model.roi_heads.box.loss_evaluator._proposals
+    labels, index = sampled.get_field("labels"), sampled.get_field("index")
+    assert set(index[labels > 0].tolist()) == set(torch.nonzero(classes == new_class).squeeze(1).tolist())
+    assert torch.all(labels[labels > 0] == new_class)
+    assert set(index[labels == 0].tolist()) == set(torch.nonzero(classes == 0).squeeze(1).tolist())
+    ignored = set(torch.nonzero((classes > 0) & (classes != new_class)).squeeze(1).tolist())
+    assert {2, 3, 5, 6} - {new_class} == set(classes[sorted(ignored)].tolist())
+    assert not ignored & set(index.tolist())
+    (mask_proposals,) = recorder.proposals
+    assert sorted(map(tuple, mask_proposals.bbox.tolist())) == sorted(map(tuple, PROPOSALS[classes == new_class].tolist()))
+    assert all(torch.isfinite(loss) for loss in losses.values()) and losses["loss_box_reg"] > 0
 
 
 def test_without_the_field_the_mask_loss_sees_every_class():

@@ -208,9 +208,14 @@ class JsonDetectionDataset(torch.utils.data.Dataset):
     def get_category_labels(self, index):
         """Sorted training labels (1..C) of the categories annotated in image ``index``, read
         from the annotations without loading the image (used by the LST samplers)."""
+        return sorted(self.get_category_instance_counts(index))
+
+    def get_category_instance_counts(self, index):
+        """{training label: number of its annotations} of image ``index``, read from the
+        annotations without loading the image (LST's replay balance)."""
         annotations = self._annotations[self.id_to_img_map[index]]
         to_label = self.json_category_id_to_contiguous_id
-        return sorted({to_label[a["category_id"]] for a in annotations})
+        return dict(Counter(to_label[a["category_id"]] for a in annotations))
 
     def _missing_image_error(self, image, tried):
         return FileNotFoundError(

@@ -22,6 +22,10 @@ class ConcatDataset(_ConcatDataset):
         dataset_idx, sample_idx = self.get_idxs(idx)
         return self.datasets[dataset_idx].get_category_labels(sample_idx)
 
+    def get_category_instance_counts(self, idx):
+        dataset_idx, sample_idx = self.get_idxs(idx)
+        return self.datasets[dataset_idx].get_category_instance_counts(sample_idx)
+
     @property
     def categories(self):
         """category id -> name over all parts (written to labels.json)."""
