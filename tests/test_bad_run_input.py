@@ -5,6 +5,7 @@ import argparse
 import errno
 import logging
 import os
+import random
 
 import pytest
 import torch
@@ -55,9 +56,10 @@ def trained_checkpointer(save_dir, cfg, iterations):
 # ----------------------------------------------------------------------------- checkpoint files
 @pytest.mark.parametrize("corrupt, cause", [
     (lambda b: b[:len(b) // 2], "truncated or corrupt"),
-    (lambda b: os.urandom(len(b)), "not a PyTorch checkpoint"),
+    (lambda b: b"\x42" + random.Random(0).randbytes(len(b) - 1), "not a PyTorch checkpoint"),
+    (lambda b: b"\x80" + random.Random(1).randbytes(len(b) - 1), "truncated or corrupt"),
     (lambda b: b"", "truncated or corrupt"),
-], ids=["truncated", "random_bytes", "empty"])
+], ids=["truncated", "random_bytes", "random_bytes_after_a_pickle_mark", "empty"])
 def test_corrupt_checkpoint_names_path_and_cause(tmp_path, corrupt, cause):
     run = str(tmp_path)
     trained_checkpointer(run, solver_cfg(), 1).save("model_0000001")

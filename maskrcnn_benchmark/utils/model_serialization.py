@@ -8,7 +8,6 @@ the value of the loaded key that is its longest suffix, so both land in the righ
 import logging
 import os
 import pickle
-import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
 
@@ -147,16 +146,11 @@ def _first_line(error):
 
 
 def _is_torch_file(path):
-    """Whether ``path`` starts like a file of torch.save: a zip archive (since PyTorch 1.6) or a
-    pickle (the legacy format)."""
-    if zipfile.is_zipfile(path):
-        return True
+    """Whether ``path`` starts like a file of torch.save: a zip archive (since PyTorch 1.6, maybe
+    truncated) or a pickle (the legacy format)."""
     with open(path, "rb") as f:
-        return f.read(1) == b"\x80"
-
-
-# What torch.load raises for a truncated or corrupt file (besides pickle.UnpicklingError).
-_READ_ERRORS = (RuntimeError, EOFError, zipfile.BadZipFile, ValueError)
+        start = f.read(2)
+    return start == b"PK" or start[:1] == b"\x80"
 
 
 def _corrupt_file_error(path, error, fix):
@@ -178,13 +172,13 @@ def load_torch_file(path, allow_python_objects=False, fix=None):
     Python objects (without ``allow_python_objects``).
     """
     fix = fix or "replace it with an intact copy"
+    if os.path.getsize(path) > 0 and not _is_torch_file(path):
+        raise CheckpointFileError(
+            f"{path} is not a PyTorch checkpoint (neither a zip archive nor a pickle: "
+            f"{os.path.getsize(path)} bytes of something else); {fix}")
     try:
         return torch.load(path, map_location=torch.device("cpu"), weights_only=True)
     except pickle.UnpicklingError as error:
-        if not _is_torch_file(path):
-            raise CheckpointFileError(
-                f"{path} is not a PyTorch checkpoint (neither a zip archive nor a pickle: "
-                f"{os.path.getsize(path)} bytes of something else); {fix}") from error
         if not allow_python_objects:
             raise pickle.UnpicklingError(
                 f"{path} holds Python objects besides tensors, numbers, strings and containers, "
@@ -193,13 +187,13 @@ def load_torch_file(path, allow_python_objects=False, fix=None):
                 f"load that instead: python -c \"import torch; c = torch.load('{path}', "
                 f"weights_only=False); torch.save({{'model': c['model']}}, 'weights.pth')\""
             ) from error
-    except _READ_ERRORS as error:
+    except Exception as error:  # a corrupt legacy pickle fails in many ways inside the unpickler
         raise _corrupt_file_error(path, error, fix) from error
     logger.warning("%s holds Python objects besides tensors; loading it with weights_only=False "
                    "because it is this run's own checkpoint", path)
     try:
         return torch.load(path, map_location=torch.device("cpu"), weights_only=False)
-    except _READ_ERRORS + (pickle.UnpicklingError,) as error:
+    except Exception as error:
         raise _corrupt_file_error(path, error, fix) from error
 
 
