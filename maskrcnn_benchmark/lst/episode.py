@@ -24,8 +24,9 @@ reaches every process's query. Two ways to the same gradients:
   backward stops at them (a leaf, dL/dW^N; summed over the processes when gathered), then each
   chunk's support pass is run again with gradient and dL/dW^N of its rows is backpropagated into
   it, one chunk at a time: peak memory is one chunk's graph plus the query's. The support pass
-  is deterministic for this (test-time RPN proposals under no_grad, frozen BatchNorm, no
-  dropout, each image's transforms from its own seed). Under float16 the cached gradient is
+  is deterministic for this: each image's transforms come from its own seed, the support RoIs
+  (from the RPN's test-time proposals) found on the first pass are reused, and the backbone and
+  box head have no random layer (frozen BatchNorm, no dropout). Under float16 the cached gradient is
   already loss-scaled, like every other gradient of the backward.
 """
 import contextlib
@@ -81,6 +82,30 @@ def test_time_proposals(rpn, images, features):
     return proposals
 
 
+def batch_support_rois(detector, images, features, targets, labels, few_shot_cfg):
+    """The support RoIs (list[BoxList], one per image) of each (image, class): support_rois with
+    the RPN's test-time proposals when MODEL.FEW_SHOT.SUPPORT_PROPOSALS."""
+    proposals = [None] * len(labels)
+    if few_shot_cfg.SUPPORT_PROPOSALS:
+        proposals = test_time_proposals(detector.rpn, images, features)
+    return [
+        support_rois(target, label, image_proposals, few_shot_cfg.MAX_SUPPORT_ROIS_PER_IMAGE,
+                     few_shot_cfg.SUPPORT_PROPOSALS)
+        for target, label, image_proposals in zip(targets, labels, proposals)
+    ]
+
+
+def pooled_support_features(detector, features, rois):
+    """(kept, roi_counts, features) of support_roi_features from the backbone's ``features`` and
+    the support ``rois`` of each image."""
+    kept = [position for position, image_rois in enumerate(rois) if len(image_rois) > 0]
+    if not kept:
+        return kept, [], features[0].new_zeros(0, 0)
+    # Every image's list goes to the pooler (its position is the image index); empty ones add no rows.
+    roi_features = detector.roi_heads.box.feature_extractor(features, rois).flatten(start_dim=1)
+    return kept, [len(rois[position]) for position in kept], roi_features
+
+
 def support_roi_features(detector, images, targets, labels, few_shot_cfg):
     """The box head's features of the support RoIs of each (image, class).
 
@@ -99,20 +124,21 @@ def support_roi_features(detector, images, targets, labels, few_shot_cfg):
         is left out.
     """
     features = detector.backbone(images.tensors)
-    proposals = [None] * len(labels)
-    if few_shot_cfg.SUPPORT_PROPOSALS:
-        proposals = test_time_proposals(detector.rpn, images, features)
-    rois = [
-        support_rois(target, label, image_proposals, few_shot_cfg.MAX_SUPPORT_ROIS_PER_IMAGE,
-                     few_shot_cfg.SUPPORT_PROPOSALS)
-        for target, label, image_proposals in zip(targets, labels, proposals)
-    ]
-    kept = [position for position, image_rois in enumerate(rois) if len(image_rois) > 0]
-    if not kept:
-        return kept, [], features[0].new_zeros(0, 0)
-    # Every image's list goes to the pooler (its position is the image index); empty ones add no rows.
-    roi_features = detector.roi_heads.box.feature_extractor(features, rois).flatten(start_dim=1)
-    return kept, [len(rois[position]) for position in kept], roi_features
+    rois = batch_support_rois(detector, images, features, targets, labels, few_shot_cfg)
+    return pooled_support_features(detector, features, rois)
+
+
+def rows_from_features(detector, weight_generator, roi_counts, roi_features, num_base):
+    """(len(roi_counts), d) generated rows, one per consecutive group of ``roi_counts`` RoIs of
+    ``roi_features``, attending over W_B = cls_score rows 1..b (b = ``num_base``, not detached)."""
+    if not roi_counts:
+        return roi_features.new_zeros(0, weight_generator.feat_dim)
+    groups = torch.repeat_interleave(
+        torch.arange(len(roi_counts), device=roi_features.device),
+        torch.tensor(roi_counts, device=roi_features.device),
+    )
+    base_weights = detector.roi_heads.box.predictor.cls_score.weight[1 : num_base + 1]
+    return weight_generator(roi_features, base_weights, groups)
 
 
 def generate_support_weights(detector, weight_generator, images, targets, labels, few_shot_cfg, num_base):
@@ -128,14 +154,7 @@ def generate_support_weights(detector, weight_generator, images, targets, labels
         enabled).
     """
     kept, roi_counts, roi_features = support_roi_features(detector, images, targets, labels, few_shot_cfg)
-    if not kept:
-        return kept, roi_features.new_zeros(0, weight_generator.feat_dim)
-    groups = torch.repeat_interleave(
-        torch.arange(len(kept), device=roi_features.device),
-        torch.tensor(roi_counts, device=roi_features.device),
-    )
-    base_weights = detector.roi_heads.box.predictor.cls_score.weight[1 : num_base + 1]
-    return kept, weight_generator(roi_features, base_weights, groups)
+    return kept, rows_from_features(detector, weight_generator, roi_counts, roi_features, num_base)
 
 
 @contextlib.contextmanager
@@ -234,7 +253,8 @@ def no_gradient_sync(model):
 
 class _SupportPass:
     """This process's support images of one episode, run through the detector and the generator
-    SUPPORT_CHUNK images at a time (the same chunks every time)."""
+    SUPPORT_CHUNK images at a time (the same chunks every time). A chunk's support RoIs are found
+    on its first pass and reused by the next."""
 
     def __init__(self, cfg, detector, weight_generator, num_base, dataset, episode, device):
         self.cfg, self.detector, self.weight_generator = cfg, detector, weight_generator
@@ -242,6 +262,7 @@ class _SupportPass:
         chunk = cfg.MODEL.FEW_SHOT.SUPPORT_CHUNK
         self.chunks = [range(start, min(start + chunk, len(episode.pairs)))
                        for start in range(0, len(episode.pairs), chunk)]
+        self.rois = {}  # chunk start -> the support RoIs of its images
 
     def chunk_rows(self, positions):
         """(kept positions (list[int]), rows (Tensor[len(kept), d])) of the pairs at ``positions``."""
@@ -250,9 +271,12 @@ class _SupportPass:
             self.dataset, pairs, self.cfg.DATALOADER.SIZE_DIVISIBILITY, self.device,
             seeds=[self.episode.seeds[p] for p in positions])
         with autocast(self.cfg.DTYPE, self.device):
-            kept, rows = generate_support_weights(
-                self.detector, self.weight_generator, images, targets, [label for label, _ in pairs],
-                self.cfg.MODEL.FEW_SHOT, self.num_base)
+            features = self.detector.backbone(images.tensors)
+            if positions.start not in self.rois:
+                self.rois[positions.start] = batch_support_rois(
+                    self.detector, images, features, targets, [label for label, _ in pairs], self.cfg.MODEL.FEW_SHOT)
+            kept, roi_counts, roi_features = pooled_support_features(self.detector, features, self.rois[positions.start])
+            rows = rows_from_features(self.detector, self.weight_generator, roi_counts, roi_features, self.num_base)
         return [positions[k] for k in kept], rows
 
     def share_rows(self):
