@@ -247,12 +247,12 @@ class SmallEpisode:
     def query(self, indices):
         return load_support_batch(self.dataset, [(0, i) for i in indices], 0, CPU)
 
-    def run(self, episode, query_indices, model=None):
+    def run(self, episode, query_indices, model=None, scaler=None):
         images, targets = self.query(query_indices)
         trainer = SimpleNamespace(
             cfg=self.cfg, model=model or self.model, device=CPU, optimizer=self.optimizer,
             optimizer_step=lambda loss_dict, before_update=None: optimizer_step(
-                loss_dict, self.optimizer, None, self.cfg, CPU, 1, before_update=before_update))
+                loss_dict, self.optimizer, scaler, self.cfg, CPU, 1, before_update=before_update))
         _, labels, rows = episode_step(trainer, self.generator, SMALL_BASE, self.dataset, episode, images, targets)
         named = [("model." + n, p) for n, p in self.model.named_parameters()]
         named += [("generator." + n, p) for n, p in self.generator.named_parameters()]
@@ -277,6 +277,18 @@ def test_gradient_caching_gives_the_joint_graph_gradients_in_float64(chunk):
     for name, grad in joint.items():
         assert grad is not None and grad.abs().sum() > 0, name
     assert torch.all(joint[CLS_GRAD][joint_labels] == 0)  # the new rows in use are the generated ones
+
+
+def test_gradient_caching_under_loss_scaling_scales_the_support_gradients_once():
+    """With a GradScaler (as under float16), the cached dL/dW^N is already scaled: after the
+    step's unscaling every gradient is the unscaled joint graph's."""
+    cfg = small_cfg("MODEL.FEW_SHOT.SUPPORT_CHUNK", 2)
+    joint = SmallEpisode(small_cfg("MODEL.FEW_SHOT.GRADIENT_CACHE", False, "MODEL.FEW_SHOT.SUPPORT_CHUNK", 2))
+    expected = joint.run(joint.sampler().episode(0), SMALL_QUERIES[0])[2]
+    cached = SmallEpisode(cfg)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    grads = cached.run(cached.sampler().episode(0), SMALL_QUERIES[0], scaler=scaler)[2]
+    assert_same_gradients(grads, expected)
 
 
 # ----------------------------------------------------------------------------- two processes

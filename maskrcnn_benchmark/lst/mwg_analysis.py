@@ -91,7 +91,7 @@ def category_names(train_json):
 def support_attention(cfg, detector, generator, images, targets, labels):
     """Per-image mean attention of the support RoIs of each (image, class).
 
-    episodic_trainer.support_roi_features, then generator.attention instead of the generator's
+    episode.support_roi_features, then generator.attention instead of the generator's
     forward.
 
     Returns:
