@@ -14,12 +14,12 @@ import argparse
 import json
 import sys
 
+from maskrcnn_benchmark.data.catalog import load_dataset_catalog
 from maskrcnn_benchmark.data.build import TRAIN_SAMPLERS, build_dataset
 from maskrcnn_benchmark.lst.experiment import Experiment
 from maskrcnn_benchmark.lst.phase import ResolvedPhase
 from maskrcnn_benchmark.lst.phase_config import phase_config
 from maskrcnn_benchmark.lst.replay_balance import replay_balance, summary_lines
-from maskrcnn_benchmark.utils.imports import import_file
 
 
 def phase_balance(config_dir, experiment_dir, phase, opts):
@@ -31,8 +31,7 @@ def phase_balance(config_dir, experiment_dir, phase, opts):
         raise ValueError("phase {} of {} does not use DATALOADER.SAMPLER 'BalancedReplaySampler' (it sets "
                          "{!r}); there is no replay to measure".format(phase, config_dir, config.DATALOADER.SAMPLER))
     resolved = ResolvedPhase.from_config(config)
-    catalog = import_file("maskrcnn_benchmark.config.paths_catalog", config.PATHS_CATALOG)
-    (dataset,) = build_dataset(config.DATASETS.TRAIN, None, catalog.DatasetCatalog, True,
+    (dataset,) = build_dataset(config.DATASETS.TRAIN, None, load_dataset_catalog(config), True,
                                category_ids=resolved.seen)
     sampler = TRAIN_SAMPLERS["BalancedReplaySampler"](config, dataset, 1, 0, phase=resolved)
     return replay_balance(sampler, dataset, config.MODEL.LST.ROI_ACTIVE_CLASS_ONLY)

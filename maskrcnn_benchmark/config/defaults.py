@@ -335,12 +335,12 @@ _C.MODEL.LST.DISTILL.TEACHER_WEIGHT = ""
 # ---------------------------------------------------------------------------
 # LST: meta weight generator (paper §3.4, Eq. 3; Gidaris & Komodakis attention generator).
 # Off by default. When on (phases t >= 1 only, with FPNCosinePredictor), training is episodic
-# (maskrcnn_benchmark/lst/episodic_trainer.py): each iteration generates classifier rows for
-# CLASSES_PER_EPISODE new classes from one support image each, scores the next training batch with
-# those rows in place of the classes' own, and updates generator and network together. At the end
-# of the phase each new class's row is the mean of the weights generated from all its support images;
-# OUTPUT_DIR/model_final.pth is then an ordinary model and OUTPUT_DIR/weight_generator.pth holds the
-# generator for the next phase.
+# (maskrcnn_benchmark/lst/episodic_trainer.py, episode.py): each iteration generates the classifier
+# rows of every new class (or of CLASSES_PER_EPISODE of them) from one support image each, scores
+# the next training batch with those rows in place of the classes' own, and updates generator and
+# network together. At the end of the phase each new class's row is the mean, over the class's
+# instances, of the weights generated from its support images; OUTPUT_DIR/model_final.pth is then
+# an ordinary model and OUTPUT_DIR/weight_generator.pth holds the generator for the next phase.
 # ---------------------------------------------------------------------------
 _C.MODEL.FEW_SHOT = CN()
 _C.MODEL.FEW_SHOT.ENABLED = False
@@ -352,10 +352,21 @@ _C.MODEL.FEW_SHOT.SCALE_ATT = 10.0  # initial value of the learnable attention t
 # Initial generator weights: the previous phase's OUTPUT_DIR/weight_generator.pth (the generator
 # carries over from phase to phase), or "" for a fresh generator.
 _C.MODEL.FEW_SHOT.GENERATOR_WEIGHT = ""
-# New classes per episode and process, one support image each (replaces the authors' iter_size,
-# SUPPORT_PER_EPISODE / QUERY_PER_EPISODE): the episode's peak memory grows with it. Capped at the
-# number of new classes of the phase.
-_C.MODEL.FEW_SHOT.CLASSES_PER_EPISODE = 8
+# New classes whose rows an episode generates, one support image each. 0 (paper §3.4: the query
+# is scored with [W^O, W^N], all of W^N generated) = every new class of the phase, split over the
+# processes and gathered. E > 0 is this project's variant: E classes per episode and process, each
+# process's query scored with its own E rows, the other new rows trained as ordinary parameters;
+# capped at the number of new classes. Replaces the authors' iter_size, SUPPORT_PER_EPISODE /
+# QUERY_PER_EPISODE.
+_C.MODEL.FEW_SHOT.CLASSES_PER_EPISODE = 0
+# Support images (one per class) that go through the network together.
+_C.MODEL.FEW_SHOT.SUPPORT_CHUNK = 8
+# Beyond the paper, the same gradients at bounded memory: the rows are generated without a graph,
+# the query's backward stops at them, then each chunk's support pass is run again with gradient
+# and dL/dW^N backpropagated into it. Peak memory: one chunk's graph and the query's, whatever the
+# phase size; cost: each support image goes forward twice. False: the joint graph of all support
+# passes and the query (the paper's algorithm), whose memory grows with the phase size.
+_C.MODEL.FEW_SHOT.GRADIENT_CACHE = True
 # Support RoIs per (image, class): the class's GT boxes, then (with SUPPORT_PROPOSALS) RPN
 # proposals with IoU >= 0.5 to one of them, best IoU first, up to this many (authors: 30 positives).
 _C.MODEL.FEW_SHOT.MAX_SUPPORT_ROIS_PER_IMAGE = 30

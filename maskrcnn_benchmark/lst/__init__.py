@@ -10,7 +10,7 @@ The method in one package; the core (engine/, data/, modeling/, ...) does not im
 * distillation: the frozen teacher and its loss hook (paper §3.2, Eq. 2)
 * replay_sampler: instance-level balanced replay, DATALOADER.SAMPLER "BalancedReplaySampler" (paper §3.3)
 * replay_balance: the instances per class and epoch that the replay trains (replay_balance.json)
-* support_sampler, weight_generator, episodic_trainer: the meta weight generator (paper §3.4)
+* support_sampler, weight_generator, episode, episodic_trainer: the meta weight generator (paper §3.4)
 * report, mwg_analysis: the paper's tables and figures
 
 Importing the package registers "BalancedReplaySampler" with the data loader.

@@ -1,29 +1,29 @@
 """Episodic training of LST's meta weight generator (MWG) inside an incremental phase (paper §3.4).
 
-One training iteration is one episode:
+One training iteration is one episode (maskrcnn_benchmark/lst/episode.py):
 
-1. support: E = MODEL.FEW_SHOT.CLASSES_PER_EPISODE new classes of the phase, one training image each
-   (SupportSampler); the detector's backbone, then its box feature extractor on the support RoIs
-   of each (image, class) (the class's GT boxes and, optionally, RPN proposals overlapping them)
-   give (n, d) features, from which the generator writes one classifier row per (image, class),
-   attending over the base classes' current rows W_B (cls_score rows 1..b, b = |C_0|);
+1. support: by default (MODEL.FEW_SHOT.CLASSES_PER_EPISODE 0, the paper) every new class of the
+   phase with one training image (SupportSampler), split over the processes; the generator
+   writes one classifier row per (image, class) from the features of its support RoIs,
+   attending over the base classes' current rows W_B (cls_score rows 1..b, b = |C_0|), and the
+   processes gather the rows, so that all of W^N is generated. With CLASSES_PER_EPISODE E > 0
+   (this project's variant), each process generates the rows of E classes only;
 2. query: the next batch of the ordinary training loader is scored, with all the usual losses
-   (distillation included), by the classifier whose rows of the E episode classes are the
-   generated ones (FPNCosinePredictor.replaced_class_weights; the Mask^X transfer sees them too);
+   (distillation included), by the classifier whose new rows are the generated ones;
 3. one optimizer step for the network and the generator: the query loss reaches the generator,
-   W_B and the support features. The episode's graph is then dropped, so the peak memory grows
-   with E and the batch, not with the number of classes of the phase.
+   W_B and the support features. MODEL.FEW_SHOT.GRADIENT_CACHE computes the same gradients at
+   a memory that does not grow with the number of classes.
 
 ``EpisodicTrainer`` is the engine's Trainer with this episode as its step. SOLVER.MAX_ITER counts
 episodes; the LR schedule, checkpoints (which carry the generator's state), resuming and logging
 work as in ``do_train``. At the end (the ``FinalNovelWeights`` hook), under no_grad, the generator
 writes one row per (support image, class) for every image of every new class (test-time
-transforms); each new class's classifier row becomes their mean. The generator is saved to the
+transforms); each new class's classifier row becomes their mean over the class's instances (an
+image's row counts once per instance of the class in it). The generator is saved to the
 phase's weight_generator.pth (MODEL.FEW_SHOT.GENERATOR_WEIGHT of the next phase) and
 model_final.pth is an ordinary detector checkpoint without it. A run whose last checkpoint is
 model_final is finished: resuming it changes nothing.
 """
-import contextlib
 import logging
 import os
 
@@ -33,27 +33,19 @@ from torch.nn import functional as F
 
 from maskrcnn_benchmark.data.build import build_dataset
 from maskrcnn_benchmark.data.catalog import load_dataset_catalog
-from maskrcnn_benchmark.data.collate_batch import BatchCollator
 from maskrcnn_benchmark.data.transforms import build_transforms
 from maskrcnn_benchmark.engine.mixed_precision import autocast
 from maskrcnn_benchmark.engine.trainer import HookBase, Trainer
 from maskrcnn_benchmark.modeling.roi_heads.box_head.roi_box_predictors import FPNCosinePredictor
-from maskrcnn_benchmark.structures.bounding_box import BoxList
-from maskrcnn_benchmark.structures.boxlist_ops import boxlist_iou
 from maskrcnn_benchmark.utils.comm import get_rank, get_world_size, is_main_process, synchronize
 from maskrcnn_benchmark.utils.miscellaneous import atomic_torch_save
 
+from .episode import episode_step, generate_support_weights, load_support_batch, unwrap_model
 from .experiment import GENERATOR_FILE_NAME, MODEL_FINAL_FILE_NAME
 from .support_sampler import SupportSampler, class_images
 from .weight_generator import NovelWeightAccumulator, build_weight_generator
 
 GENERATOR_CHECKPOINT_KEY = "weight_generator"  # the generator's entry in intermediate checkpoints
-SUPPORT_IOU_THRESHOLD = 0.5  # proposals this close to a support GT box are support RoIs (authors' matcher)
-
-
-def unwrap_model(model):
-    """The detector inside a (Distributed)DataParallel wrapper, or ``model`` itself."""
-    return model.module if hasattr(model, "module") else model
 
 
 def check_episodic_training(cfg, phase, detector):
@@ -75,10 +67,14 @@ def check_episodic_training(cfg, phase, detector):
             "'FPNCosinePredictor' (with FEATURE_EXTRACTOR 'FPN2MLPCosineFeatureExtractor'); the model's box "
             "predictor is {}".format(type(predictor).__name__)
         )
-    if cfg.MODEL.FEW_SHOT.CLASSES_PER_EPISODE < 1 or cfg.MODEL.FEW_SHOT.MAX_SUPPORT_ROIS_PER_IMAGE < 1:
+    few_shot = cfg.MODEL.FEW_SHOT
+    if few_shot.CLASSES_PER_EPISODE < 0:
+        raise ValueError("MODEL.FEW_SHOT.CLASSES_PER_EPISODE is {}; set it to 0 (every new class, the paper) or "
+                         "to a positive number of classes".format(few_shot.CLASSES_PER_EPISODE))
+    if few_shot.MAX_SUPPORT_ROIS_PER_IMAGE < 1 or few_shot.SUPPORT_CHUNK < 1:
         raise ValueError(
-            "MODEL.FEW_SHOT.CLASSES_PER_EPISODE ({}) and MAX_SUPPORT_ROIS_PER_IMAGE ({}) must be >= 1".format(
-                cfg.MODEL.FEW_SHOT.CLASSES_PER_EPISODE, cfg.MODEL.FEW_SHOT.MAX_SUPPORT_ROIS_PER_IMAGE)
+            "MODEL.FEW_SHOT.MAX_SUPPORT_ROIS_PER_IMAGE ({}) and SUPPORT_CHUNK ({}) must be >= 1".format(
+                few_shot.MAX_SUPPORT_ROIS_PER_IMAGE, few_shot.SUPPORT_CHUNK)
         )
 
 
@@ -124,103 +120,9 @@ def build_episodic_weight_generator(cfg, phase, model, optimizer):
 
 
 # ----------------------------------------------------------------------------- support
-def support_rois(target, label, proposals, max_rois, use_proposals=True):
-    """The support RoIs of class ``label`` in one image, as an xyxy BoxList without fields.
-
-    Its GT boxes (the first ``max_rois``), then, when ``use_proposals``, the ``proposals``
-    (BoxList) with IoU >= 0.5 to one of them, highest IoU first (ties in proposal order), up to
-    ``max_rois`` RoIs in all. Empty when the image has no box of ``label``.
-    """
-    target = target.convert("xyxy")
-    gt_boxes = target.bbox[target.get_field("labels") == label][:max_rois]
-    boxes = gt_boxes
-    if use_proposals and 0 < len(gt_boxes) < max_rois and proposals is not None and len(proposals) > 0:
-        overlaps = boxlist_iou(proposals.convert("xyxy"), BoxList(gt_boxes, target.size, mode="xyxy"))
-        best_overlap = overlaps.max(dim=1).values
-        order = torch.sort(best_overlap, descending=True, stable=True).indices
-        order = order[best_overlap[order] >= SUPPORT_IOU_THRESHOLD][: max_rois - len(gt_boxes)]
-        boxes = torch.cat([gt_boxes, proposals.convert("xyxy").bbox[order]], dim=0)
-    return BoxList(boxes, target.size, mode="xyxy")
-
-
-@torch.no_grad()
-def test_time_proposals(rpn, images, features):
-    """The RPN's test-time proposals (no ground truth added, no loss, no random draw)."""
-    was_training = rpn.training
-    rpn.eval()
-    try:
-        proposals, _ = rpn(images, features)
-    finally:
-        rpn.train(was_training)
-    return proposals
-
-
-def support_roi_features(detector, images, targets, labels, few_shot_cfg):
-    """The box head's features of the support RoIs of each (image, class).
-
-    Arguments:
-        detector (GeneralizedRCNN): unwrapped; its current state (train or eval mode) is used.
-        images (ImageList): the K support images (on the detector's device).
-        targets (list[BoxList]): their ground truth ("labels").
-        labels (list[int]): the support class of each image.
-        few_shot_cfg: MODEL.FEW_SHOT (MAX_SUPPORT_ROIS_PER_IMAGE, SUPPORT_PROPOSALS).
-
-    Returns:
-        (kept (list[int]), roi_counts (list[int]), features (Tensor[sum(roi_counts), d])): the
-        positions in ``labels`` of the images with a box of their class, in order, the number of
-        support RoIs of each, and their features, image after image (with gradient when enabled;
-        shape (0, 0) when no image is kept). An image without such a box (e.g. all cropped away)
-        is left out.
-    """
-    features = detector.backbone(images.tensors)
-    proposals = [None] * len(labels)
-    if few_shot_cfg.SUPPORT_PROPOSALS:
-        proposals = test_time_proposals(detector.rpn, images, features)
-    rois = [
-        support_rois(target, label, image_proposals, few_shot_cfg.MAX_SUPPORT_ROIS_PER_IMAGE,
-                     few_shot_cfg.SUPPORT_PROPOSALS)
-        for target, label, image_proposals in zip(targets, labels, proposals)
-    ]
-    kept = [position for position, image_rois in enumerate(rois) if len(image_rois) > 0]
-    if not kept:
-        return kept, [], features[0].new_zeros(0, 0)
-    # Every image's list goes to the pooler (its position is the image index); empty ones add no rows.
-    roi_features = detector.roi_heads.box.feature_extractor(features, rois).flatten(start_dim=1)
-    return kept, [len(rois[position]) for position in kept], roi_features
-
-
-def generate_support_weights(detector, weight_generator, images, targets, labels, few_shot_cfg, num_base):
-    """One generated classifier row per support (image, class).
-
-    Arguments: as support_roi_features, and
-        weight_generator (AttentionBasedGenerator)
-        num_base (int): b; W_B = cls_score rows 1..b (not detached).
-
-    Returns:
-        (kept (list[int]), weights (Tensor[len(kept), d])): the positions in ``labels`` of the
-        images with a box of their class, in order, and their generated rows (with gradient when
-        enabled).
-    """
-    kept, roi_counts, roi_features = support_roi_features(detector, images, targets, labels, few_shot_cfg)
-    if not kept:
-        return kept, roi_features.new_zeros(0, weight_generator.feat_dim)
-    groups = torch.repeat_interleave(
-        torch.arange(len(kept), device=roi_features.device),
-        torch.tensor(roi_counts, device=roi_features.device),
-    )
-    base_weights = detector.roi_heads.box.predictor.cls_score.weight[1 : num_base + 1]
-    return kept, weight_generator(roi_features, base_weights, groups)
-
-
-def load_support_batch(dataset, pairs, size_divisible, device):
-    """(ImageList, list[BoxList]) of the images of the (label, dataset index) ``pairs``, on ``device``."""
-    images, targets, _ = BatchCollator(size_divisible)([dataset[index] for _, index in pairs])
-    return images.to(device), [target.to(device) for target in targets]
-
-
 def make_support_sampler(cfg, phase, dataset):
     """The SupportSampler of ``phase`` over ``dataset``'s new-class images (seed DATALOADER.SEED,
-    CLASSES_PER_EPISODE capped at the classes with images)."""
+    CLASSES_PER_EPISODE, 0 = all, capped at the classes with images)."""
     labels = phase.new_labels
     images = class_images(dataset, labels)
     without_images = sorted(set(labels) - set(images))
@@ -228,7 +130,7 @@ def make_support_sampler(cfg, phase, dataset):
         logging.getLogger(__name__).warning(
             "MWG: new classes %s have no training image; their classifier rows are trained as ordinary "
             "parameters and not generated", without_images)
-    classes_per_episode = min(cfg.MODEL.FEW_SHOT.CLASSES_PER_EPISODE, len(images))
+    classes_per_episode = min(cfg.MODEL.FEW_SHOT.CLASSES_PER_EPISODE, len(images))  # 0 stays 0: all
     return SupportSampler(images, classes_per_episode, seed=cfg.DATALOADER.SEED)
 
 
@@ -242,9 +144,13 @@ def phase_support_dataset(cfg, phase):
 
 @torch.no_grad()
 def final_novel_weights(cfg, phase, detector, weight_generator, device, dataset=None):
-    """Each new class's mean generated row over its support images (paper §3.4).
+    """Each new class's mean generated row over its instances (paper §3.4: "averaging the
+    predicted weights of all the instances of class c in D_t").
 
-    Every process generates the rows of its share of the (class, image) pairs of
+    The generator writes one row per (image, class) (paper Eq. 3, averaged over the class's RoIs
+    in the image); the class's final row is their mean weighted by the number of the class's
+    instances (GT boxes) in each image, i.e. the mean over its instances of the row of the
+    instance's image. Every process generates the rows of its share of the (class, image) pairs of
     SupportSampler.all_pairs(MODEL.FEW_SHOT.FINAL_SUPPORT_PER_CLASS), TEST.IMS_PER_BATCH / world
     size images at a time, with the detector and generator in eval mode; the sums are reduced
     over the processes.
@@ -275,7 +181,8 @@ def final_novel_weights(cfg, phase, detector, weight_generator, device, dataset=
                     detector, weight_generator, images, targets, labels, cfg.MODEL.FEW_SHOT, num_base)
             if kept:
                 positions = torch.tensor([position_of[labels[k]] for k in kept], dtype=torch.int64)
-                accumulator.add(positions, weights.float())
+                instances = torch.tensor([int((targets[k].get_field("labels") == labels[k]).sum()) for k in kept])
+                accumulator.add(positions, weights.float(), instances)
     finally:
         detector.train(modes[0])
         weight_generator.train(modes[1])
@@ -308,44 +215,6 @@ def _log_agreement(logger, episode_accumulator, labels, final_weights):
 
 
 # ----------------------------------------------------------------------------- training
-def _average_generator_gradients(weight_generator):
-    """All-reduce (average) the generator's gradients: it is outside DistributedDataParallel."""
-    world_size = get_world_size()
-    if world_size == 1:
-        return
-    parameters = list(weight_generator.parameters())
-    for parameter in parameters:
-        if parameter.grad is None:  # no support RoI on this process in this episode
-            parameter.grad = torch.zeros_like(parameter)
-    flat = torch.cat([parameter.grad.flatten() for parameter in parameters])
-    dist.all_reduce(flat)
-    flat /= world_size
-    for parameter, grad in zip(parameters, flat.split([p.numel() for p in parameters])):
-        parameter.grad.copy_(grad.view_as(parameter))
-
-
-def episode_step(trainer, weight_generator, num_base, support, images, targets):
-    """Support -> generated rows -> query losses with those rows -> one step of ``trainer``.
-
-    ``support`` is (support images, support targets, support labels); ``num_base`` is b. Returns
-    the (float32) loss dict and (labels (list[int]), detached generated rows) of the episode.
-    """
-    cfg, model, device = trainer.cfg, trainer.model, trainer.device
-    detector = unwrap_model(model)
-    predictor = detector.roi_heads.box.predictor
-    support_images, support_targets, support_labels = support
-    with autocast(cfg.DTYPE, device):
-        kept, weights = generate_support_weights(
-            detector, weight_generator, support_images, support_targets, support_labels,
-            cfg.MODEL.FEW_SHOT, num_base)
-        labels = [support_labels[k] for k in kept]
-        replacement = predictor.replaced_class_weights(labels, weights) if kept else contextlib.nullcontext()
-        with replacement:
-            loss_dict = model(images, targets)
-    loss_dict = trainer.optimizer_step(loss_dict, before_update=lambda: _average_generator_gradients(weight_generator))
-    return loss_dict, labels, weights.detach()
-
-
 class EpisodicTrainer(Trainer):
     """The Trainer whose step is one MWG episode (module docstring).
 
@@ -373,12 +242,10 @@ class EpisodicTrainer(Trainer):
         super().train()
 
     def run_step(self, images, targets):
-        pairs = self.support_sampler.episode(self.iter - 1)
-        support_images, support_targets = load_support_batch(
-            self.data_loader.dataset, pairs, self.cfg.DATALOADER.SIZE_DIVISIBILITY, self.device)
-        support = (support_images, support_targets, [label for label, _ in pairs])
+        episode = self.support_sampler.episode(self.iter - 1)
         loss_dict, labels, weights = episode_step(
-            self, self.weight_generator, self.phase.num_base_classes, support, images, targets)
+            self, self.weight_generator, self.phase.num_base_classes, self.data_loader.dataset, episode,
+            images, targets)
         if labels:
             positions = torch.tensor([self._position_of[label] for label in labels], dtype=torch.int64)
             self.episode_weights.add(positions, weights.float().cpu())

@@ -25,7 +25,8 @@ from maskrcnn_benchmark.modeling.detector import build_detection_model
 from maskrcnn_benchmark.utils.checkpoint import Checkpointer
 from maskrcnn_benchmark.utils.miscellaneous import atomic_open, atomic_write_json
 
-from .episodic_trainer import load_support_batch, make_support_sampler, phase_support_dataset, support_roi_features
+from .episode import load_support_batch, support_roi_features
+from .episodic_trainer import make_support_sampler, phase_support_dataset
 from .experiment import Experiment
 from .phase import ResolvedPhase
 from .phase_config import load_yaml_config, train_annotation_file
@@ -90,7 +91,7 @@ def category_names(train_json):
 def support_attention(cfg, detector, generator, images, targets, labels):
     """Per-image mean attention of the support RoIs of each (image, class).
 
-    episodic_trainer.support_roi_features, then generator.attention instead of the generator's
+    episode.support_roi_features, then generator.attention instead of the generator's
     forward.
 
     Returns:

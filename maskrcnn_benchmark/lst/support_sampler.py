@@ -1,14 +1,26 @@
 """Support images of LST's episodic training (meta weight generator, paper §3.4).
 
-Episode i of process r draws E new classes and one training image of each. The classes are taken
-round-robin from one seeded order of the new classes: the process's episode slot is
-j = i * num_replicas + r and its classes are positions j * E, ..., j * E + E - 1 (mod the number of
-classes N) of that order, so with E <= N they are distinct, and over the processes and episodes
-every class comes up equally often. The n-th time class c comes up (over all processes), its image
-is position n of an endless sequence of successive seeded permutations of c's images, so every
-image of c is used once before any repeats (as the balanced replay's old classes). A draw depends
-on (seed, i, r) alone, so resuming at any episode is exact.
+Every class of the phase (E = CLASSES_PER_EPISODE 0, the paper): episode i holds all N new
+classes with one training image each, the n-th time a class comes up being episode n. The classes
+(sorted) are split over the processes: process r takes positions r, r + R, r + 2R, ... of the
+sorted labels (R processes), generates their rows, and the rows are gathered so that every
+process's query sees all N (SupportEpisode.gathered).
+
+A subset of E classes (E >= 1, this project's variant): episode i of process r draws E new
+classes. They are taken round-robin from one seeded order of the new classes: the process's
+episode slot is j = i * R + r and its classes are positions j * E, ..., j * E + E - 1 (mod N) of
+that order, so with E <= N they are distinct, and over the processes and episodes every class
+comes up equally often; each process's query sees its own E rows.
+
+Either way, the n-th time class c comes up (over all processes), its image is position n of an
+endless sequence of successive seeded permutations of c's images, so every image of c is used
+once before any repeats (as the balanced replay's old classes), and its random training
+transforms are drawn from a seed of its own (SupportEpisode.seeds), so that the image can be
+loaded again identically and does not depend on how the classes are split. A draw depends on
+(seed, i, r) alone, so resuming at any episode is exact.
 """
+from collections import namedtuple
+
 import numpy as np
 
 from maskrcnn_benchmark.data.samplers.distributed import resolve_replicas
@@ -26,13 +38,26 @@ def class_images(dataset, labels):
     return {label: np.array(images[label], dtype=np.int64) for label in sorted(images)}
 
 
+SupportEpisode = namedtuple("SupportEpisode", ["labels", "pairs", "seeds", "gathered"])
+SupportEpisode.__doc__ = """One process's support set of an episode.
+
+    labels (list[int]): the classes whose rows the query is scored with (all new classes of the
+        phase, sorted, when ``gathered``; else the classes of ``pairs``).
+    pairs (list[(int, int)]): this process's (class label, dataset index) support images.
+    seeds (list[int]): the seed of each pair's random transforms (Python's ``random``).
+    gathered (bool): the rows of ``pairs`` are this process's share of ``labels`` (positions
+        rank, rank + R, ...) and must be gathered over the R processes.
+"""
+
+
 class SupportSampler:
     """Seeded, resumable (class label, dataset index) support pairs for the episodes.
 
     Arguments:
         class_to_images (dict[int, array-like]): new class label -> dataset indices of its
             images (see :func:`class_images`); every class needs at least one image.
-        classes_per_episode (int): E, at most the number of classes.
+        classes_per_episode (int): E, at most the number of classes; 0 = every class in every
+            episode, split over the processes.
         num_replicas (int), rank (int): default from torch.distributed.
         seed (int): DATALOADER.SEED.
 
@@ -48,10 +73,10 @@ class SupportSampler:
         empty = sorted(label for label, images in class_to_images.items() if len(images) == 0)
         if empty:
             raise ValueError("SupportSampler: classes {} have no image; leave them out".format(empty))
-        if not 1 <= classes_per_episode <= len(class_to_images):
+        if not 0 <= classes_per_episode <= len(class_to_images):
             raise ValueError(
                 "MODEL.FEW_SHOT.CLASSES_PER_EPISODE is {} but there are {} new classes with training "
-                "images; set it between 1 and {}".format(
+                "images; set it to 0 (all of them) or between 1 and {}".format(
                     classes_per_episode, len(class_to_images), len(class_to_images))
             )
         if seed < 0:
@@ -74,17 +99,27 @@ class SupportSampler:
         num_images = len(self._images[label])
         return int(self._image_permutation(label, occurrence // num_images)[occurrence % num_images])
 
+    def transform_seed(self, label, occurrence):
+        """The seed of the random transforms of class ``label``'s ``occurrence``-th support image."""
+        sequence = np.random.SeedSequence(self.seed, spawn_key=(2, label, occurrence))
+        return int(sequence.generate_state(1, dtype=np.uint32)[0])
+
     def episode(self, episode_index):
-        """This process's E (class label, dataset index) pairs of episode ``episode_index`` (>= 0)."""
+        """This process's SupportEpisode of episode ``episode_index`` (>= 0)."""
         if episode_index < 0:
             raise ValueError("episode index must be >= 0, got {}".format(episode_index))
-        num_classes = len(self.class_order)
-        slot = episode_index * self.num_replicas + self.rank
-        pairs = []
-        for position in range(slot * self.classes_per_episode, (slot + 1) * self.classes_per_episode):
-            label = self.class_order[position % num_classes]
-            pairs.append((label, self.image_of(label, position // num_classes)))
-        return pairs
+        if self.classes_per_episode == 0:
+            draws = [(label, episode_index) for label in self.labels[self.rank::self.num_replicas]]
+        else:
+            num_classes = len(self.class_order)
+            slot = episode_index * self.num_replicas + self.rank
+            positions = range(slot * self.classes_per_episode, (slot + 1) * self.classes_per_episode)
+            draws = [(self.class_order[position % num_classes], position // num_classes) for position in positions]
+        pairs = [(label, self.image_of(label, occurrence)) for label, occurrence in draws]
+        seeds = [self.transform_seed(label, occurrence) for label, occurrence in draws]
+        if self.classes_per_episode == 0:
+            return SupportEpisode(list(self.labels), pairs, seeds, self.num_replicas > 1)
+        return SupportEpisode([label for label, _ in pairs], pairs, seeds, False)
 
     def all_pairs(self, max_per_class=0):
         """Every class's (label, dataset index) pairs, classes sorted: all its images, or with

@@ -360,8 +360,9 @@ def test_bench_ratio_table_and_goal():
     assert [r["training_rss_ratio"] for r in rows] == pytest.approx([0.5, 1.0, 2.2])
     assert [r["time_ratio"] for r in rows] == pytest.approx([0.5, 1.0, 2.5])
     assert all(r["cuda_ratio"] is None for r in rows)
-    table = markdown_rows(bench.markdown_table(rows, 160))
-    assert table[2] == ["960", "0", "810", "1250", "1.25x", "440", "2.20x", "2.50", "2.50x"]
+    table = markdown_rows(bench.markdown_table({True: rows, False: rows[:1]}, 160))
+    assert table[2] == ["on", "960", "0", "810", "1250", "1.25x", "440", "2.20x", "2.50", "2.50x"]
+    assert table[3] == ["off", "40", "0", "800", "900", "0.90x", "100", "0.50x", "0.50", "0.50x"]
     assert bench.goal_verdict(results) == "NOT met"
     assert bench.goal_verdict({**results, 960: result(1200.0, 800.0, 1.0)}) == "met"
     assert bench.goal_verdict({40: results[40], 160: results[160]}) is None

@@ -30,15 +30,12 @@ from maskrcnn_benchmark.config import cfg as default_cfg
 from maskrcnn_benchmark.lst.phase import ResolvedPhase, make_phase_data_loader
 from maskrcnn_benchmark.lst.support_sampler import SupportSampler
 from maskrcnn_benchmark.lst.support_sampler import class_images
+from maskrcnn_benchmark.lst.episode import generate_support_weights, load_support_batch, support_roi_features, support_rois
 from maskrcnn_benchmark.lst.episodic_trainer import (
     GENERATOR_CHECKPOINT_KEY,
     GENERATOR_FILE_NAME,
     build_episodic_weight_generator,
     check_episodic_training,
-    generate_support_weights,
-    load_support_batch,
-    support_roi_features,
-    support_rois,
 )
 from maskrcnn_benchmark.lst.phase_config import phase_config
 from maskrcnn_benchmark.modeling.detector import build_detection_model
@@ -55,10 +52,10 @@ from maskrcnn_benchmark.utils.model_serialization import load_state_dict
 LST_HEADS_CONFIG = os.path.join(REPO_ROOT, "configs", "tests", "e2e_mask_rcnn_R_18_FPN_tiny_cpu_lst_heads.yaml")
 CLS_WEIGHT = "roi_heads.box.predictor.cls_score.weight"
 NUM_OLD, NUM_CLASSES, BASE = 4, 7, 4  # the test experiment: C_0 of 4 classes, phase 1 adds 2
-# A short episodic phase 1: 4 episodes of 2 classes, checkpoints every 2, final rows one image at a time.
+# A short episodic phase 1: 4 episodes of both new classes (the default), checkpoints every 2,
+# final rows one image at a time.
 MWG_OPTS = [
     "MODEL.FEW_SHOT.ENABLED", True,
-    "MODEL.FEW_SHOT.CLASSES_PER_EPISODE", 2,
     "SOLVER.MAX_ITER", 4,
     "SOLVER.STEPS", (3,),
     "SOLVER.CHECKPOINT_PERIOD", 2,
@@ -75,7 +72,7 @@ def test_support_sampler_cycles_each_class_without_replacement_and_classes_round
     drawn = {label: [] for label in CLASS_TO_IMAGES}
     class_sequence = []
     for episode in range(40):
-        pairs = sampler.episode(episode)
+        pairs = sampler.episode(episode).pairs
         labels = [label for label, _ in pairs]
         assert len(set(labels)) == 3  # distinct classes within an episode
         class_sequence += labels
@@ -96,6 +93,8 @@ def test_support_sampler_cycles_each_class_without_replacement_and_classes_round
 def test_support_sampler_is_a_function_of_seed_and_episode():
     uninterrupted = SupportSampler(CLASS_TO_IMAGES, 2, seed=7)
     sequence = [uninterrupted.episode(i) for i in range(25)]
+    assert all(episode.labels == [label for label, _ in episode.pairs] and not episode.gathered
+               for episode in sequence)
     resumed = SupportSampler(CLASS_TO_IMAGES, 2, seed=7)
     assert [resumed.episode(i) for i in (17, 3, 24)] == [sequence[17], sequence[3], sequence[24]]
     other_seed = SupportSampler(CLASS_TO_IMAGES, 2, seed=8)
@@ -110,6 +109,29 @@ def test_support_sampler_processes_share_the_single_process_sequence():
         assert ranks[1].episode(episode) == single.episode(2 * episode + 1)
 
 
+def test_support_sampler_with_every_class_draws_all_of_them_each_episode_split_over_processes():
+    single = SupportSampler(CLASS_TO_IMAGES, 0, num_replicas=1, rank=0, seed=3)
+    ranks = [SupportSampler(CLASS_TO_IMAGES, 0, num_replicas=2, rank=r, seed=3) for r in (0, 1)]
+    labels = sorted(CLASS_TO_IMAGES)
+    drawn = {label: [] for label in labels}
+    for episode_index in range(14):
+        episode = single.episode(episode_index)
+        assert episode.labels == labels and [label for label, _ in episode.pairs] == labels
+        assert not episode.gathered
+        for label, index in episode.pairs:
+            drawn[label].append(index)
+        shares = [sampler.episode(episode_index) for sampler in ranks]
+        assert all(share.labels == labels and share.gathered for share in shares)
+        # Process r holds positions r, r + 2, ... of the sorted classes, with the single process's images and seeds.
+        for rank, share in enumerate(shares):
+            assert share.pairs == episode.pairs[rank::2] and share.seeds == episode.seeds[rank::2]
+    for label, images in drawn.items():  # each class's images cycle without replacement
+        size = len(CLASS_TO_IMAGES[label])
+        assert all(sorted(images[start:start + size]) == CLASS_TO_IMAGES[label]
+                   for start in range(0, 14 - size + 1, size))
+    assert len(set(single.episode(0).seeds) | set(single.episode(1).seeds)) == 2 * len(labels)
+
+
 def test_support_sampler_final_pairs_and_errors():
     sampler = SupportSampler(CLASS_TO_IMAGES, 1, seed=0)
     pairs = sampler.all_pairs()
@@ -118,6 +140,8 @@ def test_support_sampler_final_pairs_and_errors():
     assert capped == {3: 2, 5: 2, 8: 2, 9: 1}
     with pytest.raises(ValueError, match="CLASSES_PER_EPISODE"):
         SupportSampler(CLASS_TO_IMAGES, 5)
+    with pytest.raises(ValueError, match="CLASSES_PER_EPISODE"):
+        SupportSampler(CLASS_TO_IMAGES, -1)
     with pytest.raises(ValueError, match="no image"):
         SupportSampler({1: [0], 2: []}, 1)
 
@@ -345,9 +369,10 @@ def test_episodic_phase_writes_an_ordinary_model_and_the_generator(mwg_phase):
 
 
 def check_final_rows_are_generated_means(cfg, experiment):
-    """The new classes' rows of OUTPUT_DIR/model_final.pth equal the mean of the rows that
-    OUTPUT_DIR/weight_generator.pth generates from each of the class's training images (test-time
-    transforms, one image at a time, GT boxes of the class as support RoIs)."""
+    """The new classes' rows of OUTPUT_DIR/model_final.pth equal the mean over the class's
+    instances of the rows that OUTPUT_DIR/weight_generator.pth generates from each of the class's
+    training images (test-time transforms, one image at a time, GT boxes of the class as support
+    RoIs; an image's row counts once per instance of the class in it)."""
     out = cfg.OUTPUT_DIR
     model = build_detection_model(cfg).eval()
     Checkpointer(model).load(os.path.join(out, "model_final.pth"))
@@ -364,7 +389,7 @@ def check_final_rows_are_generated_means(cfg, experiment):
     with torch.no_grad():
         for label, category_id in zip((5, 6), phases["groups"][1]):
             image_ids = {a["image_id"] for a in annotations if a["category_id"] == category_id}
-            generated = []
+            generated, instances = [], []
             for index in range(len(dataset)):
                 if dataset.get_img_info(index)["id"] not in image_ids:
                     continue
@@ -374,8 +399,11 @@ def check_final_rows_are_generated_means(cfg, experiment):
                 roi_features = model.roi_heads.box.feature_extractor(features, [BoxList(boxes, target.size)])
                 groups = torch.zeros(len(boxes), dtype=torch.int64)
                 generated.append(generator(roi_features, classifier[1:BASE + 1], groups)[0])
+                instances.append(len(boxes))
             assert generated
-            torch.testing.assert_close(classifier[label], torch.stack(generated).mean(dim=0), rtol=1e-5, atol=1e-6)
+            counts = torch.tensor(instances, dtype=torch.float32)
+            expected = (torch.stack(generated) * counts[:, None]).sum(dim=0) / counts.sum()
+            torch.testing.assert_close(classifier[label], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_final_rows_are_the_mean_of_the_rows_generated_from_every_support_image(mwg_phase, experiment):
@@ -426,11 +454,13 @@ def test_resumed_episodic_phase_ends_with_the_uninterrupted_weights(mwg_phase, e
 
 
 @pytest.mark.slow
-def test_two_processes_train_an_episodic_phase(experiment, tmp_path):
-    """torchrun with 2 CPU processes (gloo): per-process support classes, generator gradients
-    averaged outside DDP, the final rows reduced over the processes' shares of the support images."""
+@pytest.mark.parametrize("classes_per_episode", [0, 1])
+def test_two_processes_train_an_episodic_phase(experiment, tmp_path, classes_per_episode):
+    """torchrun with 2 CPU processes (gloo): the new classes split over the processes and their
+    rows gathered (0, the default) or per-process support classes (1), gradients averaged outside
+    DDP, the final rows reduced over the processes' shares of the support images."""
     cfg = mwg_cfg(experiment, tmp_path / "out", "MODEL.FEW_SHOT.SUPPORT_PROPOSALS", False,
-                  "MODEL.FEW_SHOT.CLASSES_PER_EPISODE", 1)
+                  "MODEL.FEW_SHOT.CLASSES_PER_EPISODE", classes_per_episode)
     config_file = tmp_path / "config.yaml"
     config_file.write_text(cfg.dump())
     env = tool_env(write_seed_env_module(tmp_path), threads=1)

@@ -213,6 +213,20 @@ def test_accumulator_mean_over_several_calls_and_resume():
     assert not resumed.weight_sum.requires_grad
 
 
+def test_accumulator_weights_each_row_by_its_instances():
+    """A row standing for n instances counts as n copies of it: the mean over instances."""
+    torch.manual_seed(0)
+    class_indices, weights, instances = torch.tensor([0, 0, 1, 0]), torch.randn(4, FEAT_DIM), torch.tensor([3, 1, 2, 2])
+    accumulator = NovelWeightAccumulator(2, FEAT_DIM)
+    accumulator.add(class_indices, weights, instances)
+    copies = NovelWeightAccumulator(2, FEAT_DIM)
+    copies.add(class_indices.repeat_interleave(instances), weights.repeat_interleave(instances, dim=0))
+    torch.testing.assert_close(accumulator.mean(), copies.mean())
+    assert accumulator.count.tolist() == [6, 2]
+    with pytest.raises(ValueError, match="instances"):
+        accumulator.add(torch.tensor([0]), torch.randn(1, FEAT_DIM), torch.tensor([0]))
+
+
 def test_accumulator_names_classes_without_weights():
     accumulator = NovelWeightAccumulator(4, FEAT_DIM)
     accumulator.add(torch.tensor([1, 1]), torch.randn(2, FEAT_DIM))

@@ -1,6 +1,11 @@
 """Peak memory and time per episode of the meta weight generator's episodic training (MWG,
-maskrcnn_benchmark/lst/episodic_trainer.py) against the phase size, as ratios to a reference
-phase size (issue #7; goal: 960 new classes <= 1.2x the memory of 160).
+maskrcnn_benchmark/lst/episode.py) against the phase size, as ratios to a reference phase size,
+with and without gradient caching (goal: with caching, 960 new classes <= 1.2x the memory of 160).
+
+The episodes are the paper's (MODEL.FEW_SHOT.CLASSES_PER_EPISODE 0, the default): every new
+class's row is generated from one support image in every episode, so the support pass grows with
+the phase size. Without gradient caching (MODEL.FEW_SHOT.GRADIENT_CACHE False) the support graphs
+of all classes live until the query's backward; with it (the default) one chunk's graph at a time.
 
 The data set is LVIS-shaped: the images and boxes of datasets/synthetic_lt/train.json, their
 annotations relabelled (seeded) into ``--base`` base classes that take the frequent head and 960
@@ -8,11 +13,12 @@ new classes with long-tailed instance counts (``NEW_HEAD_INSTANCES`` * rank^-``N
 at least 1, so every new class has an image). The labels no longer match the shapes drawn, which
 does not matter for memory and time. For each phase size P the classes are divided with
 maskrcnn_benchmark.lst.division (base b, phase size P), so phase 1 holds the P most frequent
-new classes, and a FRESH subprocess (its peak RSS is the run's own) builds the phase-1 model of
-configs/synthetic/lst/incremental.yaml with MODEL.FEW_SHOT.ENABLED True, then runs ``--warmup``
-+ ``--episodes`` episodes of the episodic step (support pass, query losses with the generated
-rows, one optimizer step; the episodic trainer's own ``run_step``) on the query batches of
-the phase's data loader (balanced replay). Settings for the benchmark only:
+new classes, and for each gradient-caching setting a FRESH subprocess (its peak RSS is the run's
+own) builds the phase-1 model of configs/synthetic/lst/incremental.yaml with
+MODEL.FEW_SHOT.ENABLED True, then runs ``--warmup`` + ``--episodes`` episodes of the episodic
+step (support pass over the P classes, query losses with the generated rows, one optimizer step;
+the episodic trainer's own ``run_step``) on the query batches of the phase's data loader
+(balanced replay). Settings for the benchmark only:
 
 * random initialisation (no expanded theta_0 checkpoint) and distillation off (no teacher);
 * DATALOADER.NUM_WORKERS 0, so the images are loaded in the measured process;
@@ -22,11 +28,12 @@ Reported per P: peak RSS of the subprocess (resource.getrusage ru_maxrss, MiB), 
 set-up (libraries, model, optimizer, generator, data loader; before the first episode), their
 difference (what the episodes add), median seconds per timed episode (support and query batch
 loading included), and on a GPU (``--device cuda``) torch.cuda.max_memory_allocated. Prints a
-markdown table with ratios to ``--reference`` and whether the goal is met (the CUDA peak decides
-on a GPU, the peak RSS on the CPU).
+markdown table with ratios to ``--reference`` (within each caching setting) and whether the goal
+is met with caching (the CUDA peak decides on a GPU, the peak RSS on the CPU).
 
     python tools/benchmarks/bench_mwg_memory.py [--phase-sizes 40 160 480 960] [--reference 160]
-        [--base 24] [--warmup 2] [--episodes 5] [--device cpu|cuda] [--work-dir DIR] [KEY VALUE ...]
+        [--gradient-cache both|on|off] [--base 24] [--warmup 2] [--episodes 5] [--device cpu|cuda]
+        [--work-dir DIR] [KEY VALUE ...]
 
 KEY VALUE pairs override the phase config of every run, e.g. ``MODEL.MASK_ON False`` to see how
 much of the growth the mask head takes.
@@ -54,7 +61,8 @@ DATASET_NAME = "mwg_bench_train"
 NUM_NEW_CLASSES = 960
 NEW_HEAD_INSTANCES = 200  # instances of the most frequent new class
 NEW_TAIL_EXPONENT = 0.7  # new class of rank r (1-based) gets round(200 * r^-0.7) instances, >= 1
-GOAL_PHASE_SIZE, GOAL_REFERENCE, GOAL_RATIO = 960, 160, 1.2  # issue #7: 960 new classes <= 1.2x the memory of 160
+GOAL_PHASE_SIZE, GOAL_REFERENCE, GOAL_RATIO = 960, 160, 1.2  # with caching, 960 new classes <= 1.2x the memory of 160
+CACHE_SETTINGS = {"on": [True], "off": [False], "both": [True, False]}
 RESULT_PREFIX = "MWG_BENCH_RESULT "
 MIB = 1024.0 * 1024.0
 
@@ -164,6 +172,7 @@ def run_episodes(experiment_dir, catalog, warmup, episodes, device_name, opts=()
     import torch
 
     from maskrcnn_benchmark.lst.episodic_trainer import EpisodicTrainer, build_episodic_weight_generator
+    from maskrcnn_benchmark.lst.experiment import Experiment
     from maskrcnn_benchmark.lst.phase import ResolvedPhase, make_phase_data_loader
     from maskrcnn_benchmark.lst.phase_config import phase_config
     from maskrcnn_benchmark.utils.checkpoint import Checkpointer
@@ -171,7 +180,10 @@ def run_episodes(experiment_dir, catalog, warmup, episodes, device_name, opts=()
     from maskrcnn_benchmark.solver import make_lr_scheduler, make_optimizer
 
     torch.manual_seed(0)
+    phases = Experiment(experiment_dir).load_phases()
     cfg = phase_config(CONFIG_DIR, experiment_dir, 1, [
+        "MODEL.LST.BASE_SIZE", phases["base"],
+        "MODEL.LST.PHASE_SIZE", phases["phase_size"],
         "PATHS_CATALOG", catalog,
         "DATASETS.TRAIN", (DATASET_NAME,),
         "DATASETS.TEST", (DATASET_NAME,),
@@ -224,11 +236,12 @@ def _current_rss_mib():
     return resident_pages * os.sysconf("SC_PAGE_SIZE") / MIB
 
 
-def measure_in_subprocess(experiment_dir, catalog, args):
-    """run_episodes in a fresh Python process; returns its result dict."""
+def measure_in_subprocess(experiment_dir, catalog, args, gradient_cache):
+    """run_episodes in a fresh Python process, with MODEL.FEW_SHOT.GRADIENT_CACHE ``gradient_cache``
+    (then the ``opts``); returns its result dict."""
     command = [sys.executable, os.path.abspath(__file__), "--run-one", experiment_dir, "--catalog", catalog,
                "--warmup", str(args.warmup), "--episodes", str(args.episodes), "--device", args.device,
-               *args.opts]
+               "MODEL.FEW_SHOT.GRADIENT_CACHE", str(gradient_cache), *args.opts]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
     completed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
     results = [line[len(RESULT_PREFIX):] for line in completed.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
@@ -279,17 +292,18 @@ def goal_verdict(results, goal_size=GOAL_PHASE_SIZE, reference=GOAL_REFERENCE, g
     return "met" if results[goal_size][key] <= goal_ratio * results[reference][key] else "NOT met"
 
 
-def markdown_table(rows, reference):
-    """The benchmark's table (markdown)."""
+def markdown_table(rows_by_setting, reference):
+    """The benchmark's table (markdown); ``rows_by_setting``: gradient cache (bool) -> ratio_rows."""
+    rows = [dict(row, gradient_cache=cache) for cache, cache_rows in rows_by_setting.items() for row in cache_rows]
     with_cuda = any(row["cuda_ratio"] is not None for row in rows)
-    header = ["new classes (P)", "NUM_CLASSES", "RSS after set-up (MiB)", "peak RSS (MiB)",
+    header = ["gradient cache", "new classes (P)", "NUM_CLASSES", "RSS after set-up (MiB)", "peak RSS (MiB)",
               "peak RSS / P={}".format(reference), "peak - set-up (MiB)",
               "(peak - set-up) / P={}".format(reference), "s / episode", "time / P={}".format(reference)]
     if with_cuda:
         header += ["CUDA max allocated (MiB)", "CUDA / P={}".format(reference)]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for row in rows:
-        cells = [str(row["phase_size"]), str(row["num_classes"]), "{:.0f}".format(row["rss_setup_mib"]),
+        cells = ["on" if row["gradient_cache"] else "off", str(row["phase_size"]), str(row["num_classes"]), "{:.0f}".format(row["rss_setup_mib"]),
                  "{:.0f}".format(row["peak_rss_mib"]), "{:.2f}x".format(row["peak_rss_ratio"]),
                  "{:.0f}".format(row["training_rss_mib"]), "{:.2f}x".format(row["training_rss_ratio"]),
                  "{:.2f}".format(row["seconds_per_episode"]), "{:.2f}x".format(row["time_ratio"])]
@@ -304,6 +318,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--phase-sizes", type=int, nargs="+", default=[40, 160, 480, 960])
     parser.add_argument("--reference", type=int, default=160, help="phase size of the ratios' denominator")
+    parser.add_argument("--gradient-cache", choices=sorted(CACHE_SETTINGS), default="both",
+                        help="MODEL.FEW_SHOT.GRADIENT_CACHE settings to measure")
     parser.add_argument("--base", type=int, default=24, help="base classes b of the relabelled set")
     parser.add_argument("--warmup", type=int, default=2, help="episodes run before timing")
     parser.add_argument("--episodes", type=int, default=5, help="timed episodes")
@@ -336,23 +352,40 @@ def main(argv=None):
         work_dir = args.work_dir or temporary
         os.makedirs(work_dir, exist_ok=True)
         catalog, experiments = write_experiments(work_dir, phase_sizes, args.base)
-        results = {}
-        for phase_size in phase_sizes:
-            results[phase_size] = measure_in_subprocess(experiments[phase_size], catalog, args)
-            print("P = {}: peak RSS {:.0f} MiB, {:.2f} s / episode".format(
-                phase_size, results[phase_size]["peak_rss_mib"], results[phase_size]["seconds_per_episode"]),
-                file=sys.stderr, flush=True)
-    rows = ratio_rows(results, args.reference)
-    print("machine: {}, {} logical CPUs, Python {}; device {}; torch threads {} (OMP_NUM_THREADS={}); "
+        results = {cache: {} for cache in CACHE_SETTINGS[args.gradient_cache]}
+        for cache, cache_results in results.items():
+            for phase_size in phase_sizes:
+                cache_results[phase_size] = measure_in_subprocess(experiments[phase_size], catalog, args, cache)
+                print("gradient cache {}, P = {}: peak RSS {:.0f} MiB, {:.2f} s / episode".format(
+                    "on" if cache else "off", phase_size, cache_results[phase_size]["peak_rss_mib"],
+                    cache_results[phase_size]["seconds_per_episode"]), file=sys.stderr, flush=True)
+    rows = {cache: ratio_rows(cache_results, args.reference) for cache, cache_results in results.items()}
+    threads = next(iter(rows.values()))[0]["threads"]
+    print("machine: {} ({}), {} logical CPUs, Python {}; device {}; torch threads {} (OMP_NUM_THREADS={}); "
           "base {} + {} new classes; {} warm-up + {} timed episodes (median)".format(
-              platform.machine(), os.cpu_count(), platform.python_version(), args.device, rows[0]["threads"],
+              platform.machine(), _cpu_model(), os.cpu_count(), platform.python_version(), args.device, threads,
               os.environ.get("OMP_NUM_THREADS", "unset"), args.base, NUM_NEW_CLASSES, args.warmup, args.episodes)
           + ("; overrides: " + " ".join(args.opts) if args.opts else ""))
     print(markdown_table(rows, args.reference))
-    verdict = goal_verdict(results)
-    if verdict is not None:
-        print("goal: peak memory of P={} <= {}x P={}: {}".format(GOAL_PHASE_SIZE, GOAL_RATIO, GOAL_REFERENCE, verdict))
+    for cache, cache_results in results.items():
+        verdict = goal_verdict(cache_results)
+        if verdict is not None:
+            print("gradient cache {}: peak memory of P={} <= {}x P={}: {}{}".format(
+                "on" if cache else "off", GOAL_PHASE_SIZE, GOAL_RATIO, GOAL_REFERENCE, verdict,
+                " (the goal)" if cache else " (no goal: expected to grow with P)"))
     return 0
+
+
+def _cpu_model():
+    """The CPU's model name (Linux /proc/cpuinfo), or the processor string elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Final novel classifier rows: the mean of all weights generated for each novel class (paper §3.4,
-"averaging the predicted weights of all the instances of class c in D_t")."""
+"averaging the predicted weights of all the instances of class c in D_t"), each weight counted
+once per instance it stands for."""
 import torch
 from torch import nn
 
 
 class NovelWeightAccumulator(nn.Module):
-    """Running per-class sums and counts of generated weights (detached).
+    """Running per-class weighted sums and counts of generated weights (detached).
 
     The buffers ``weight_sum`` (num_novel, d), float64, and ``count`` (num_novel,), int64, are in
     the state dict, so an interrupted pass over the support set can resume from a checkpoint. In
@@ -28,13 +29,15 @@ class NovelWeightAccumulator(nn.Module):
         self.register_buffer("weight_sum", torch.zeros(num_novel, feat_dim, dtype=torch.float64))
         self.register_buffer("count", torch.zeros(num_novel, dtype=torch.int64))
 
-    def add(self, class_indices, weights):
+    def add(self, class_indices, weights, instances=None):
         """Accumulates generated weights.
 
         Args:
             class_indices (Tensor[G], int64): novel-class index of each weight, in
                 0..num_novel-1 (contiguous label minus the number of old classes minus 1).
             weights (Tensor[G, d]): generated weights; detached before accumulation.
+            instances (Tensor[G], int64, optional): how many instances each weight stands for
+                (>= 1; e.g. the class's instances in the weight's image); default 1 each.
         """
         expected_shape = (class_indices.shape[0], self.feat_dim)
         if class_indices.dim() != 1 or tuple(weights.shape) != expected_shape:
@@ -51,9 +54,15 @@ class NovelWeightAccumulator(nn.Module):
                     sorted(set(class_indices[out_of_range].tolist())), self.num_novel - 1
                 )
             )
+        if instances is None:
+            instances = torch.ones_like(class_indices)
+        instances = torch.as_tensor(instances, dtype=torch.int64, device=self.count.device)
+        if tuple(instances.shape) != tuple(class_indices.shape) or bool((instances < 1).any()):
+            raise ValueError(
+                "NovelWeightAccumulator.add expects instances (G,) of counts >= 1, got {}".format(instances.tolist()))
         values = weights.detach().to(device=self.weight_sum.device, dtype=torch.float64)
-        self.weight_sum.index_add_(0, class_indices, values)
-        self.count.index_add_(0, class_indices, torch.ones_like(class_indices))
+        self.weight_sum.index_add_(0, class_indices, values * instances.unsqueeze(1).to(torch.float64))
+        self.count.index_add_(0, class_indices, instances)
 
     def mean(self):
         """Tensor[num_novel, d] (float32): each class's mean generated weight.
