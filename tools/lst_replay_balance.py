@@ -14,8 +14,8 @@ import argparse
 import json
 import sys
 
-from maskrcnn_benchmark.data.catalog import load_dataset_catalog
 from maskrcnn_benchmark.data.build import TRAIN_SAMPLERS, build_dataset
+from maskrcnn_benchmark.data.catalog import load_dataset_catalog
 from maskrcnn_benchmark.lst.experiment import Experiment
 from maskrcnn_benchmark.lst.phase import ResolvedPhase
 from maskrcnn_benchmark.lst.phase_config import phase_config
