@@ -1,12 +1,14 @@
 """Batched NMS (``_C.batched_nms``, all classes in one call) against ``nms`` run per class, and the box
 post-processor (which uses it) against upstream's loop over the classes, on random cases with ties."""
+import importlib.util
+import os
+
 import pytest
 import torch
 
 from maskrcnn_benchmark.layers import batched_nms, nms
 from maskrcnn_benchmark.modeling.roi_heads.box_head.inference import PostProcessor
 from maskrcnn_benchmark.structures.bounding_box import BoxList
-from maskrcnn_benchmark.structures.boxlist_ops import boxlist_nms, cat_boxlist
 
 WIDTH, HEIGHT = 120, 90
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -73,27 +75,16 @@ def test_batched_nms_on_cuda_equals_nms_per_label(seed):
     assert torch.equal(kept, _per_label_nms(boxes, scores, labels, 0.5))
 
 
-def upstream_filter_results(post_processor, boxlist, num_classes):
-    """Upstream's PostProcessor.filter_results: threshold and NMS one class at a time, then the limit."""
-    boxes = boxlist.bbox.reshape(-1, num_classes * 4)
-    scores = boxlist.get_field("scores").reshape(-1, num_classes)
-    result = []
-    inds_all = scores > post_processor.score_thresh
-    for j in range(1, num_classes):
-        inds = inds_all[:, j].nonzero().squeeze(1)
-        boxlist_for_class = BoxList(boxes[inds, j * 4 : (j + 1) * 4], boxlist.size, mode="xyxy")
-        boxlist_for_class.add_field("scores", scores[inds, j])
-        boxlist_for_class = boxlist_nms(boxlist_for_class, post_processor.nms)
-        labels = torch.full((len(boxlist_for_class),), j, dtype=torch.int64, device=scores.device)
-        boxlist_for_class.add_field("labels", labels)
-        result.append(boxlist_for_class)
-    result = cat_boxlist(result)
-    number_of_detections = len(result)
-    if number_of_detections > post_processor.detections_per_img > 0:
-        cls_scores = result.get_field("scores")
-        image_thresh, _ = torch.kthvalue(cls_scores.cpu(), number_of_detections - post_processor.detections_per_img + 1)
-        result = result[torch.nonzero(cls_scores >= image_thresh.item()).squeeze(1)]
-    return result
+def _class_loop_post_processor():
+    """Upstream's PostProcessor (threshold and NMS one class at a time), as the benchmark defines it."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "benchmarks", "bench_postprocess.py")
+    spec = importlib.util.spec_from_file_location("bench_postprocess_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ClassLoopPostProcessor
+
+
+ClassLoopPostProcessor = _class_loop_post_processor()
 
 
 def _random_predictions(num_rois, num_classes, generator, device="cpu", positions=12):
@@ -116,9 +107,7 @@ def test_post_processor_equals_upstream_class_loop(seed, positions, score_thresh
     generator = torch.Generator().manual_seed(seed)
     num_classes = 12
     x, proposals = _random_predictions(150, num_classes, generator, positions=positions)
-    post_processor = PostProcessor(score_thresh, nms_thresh, detections_per_img)
-    post_processor.filter_results = lambda boxlist, n: upstream_filter_results(post_processor, boxlist, n)
-    expected = post_processor(x, proposals)[0]
+    expected = ClassLoopPostProcessor(score_thresh, nms_thresh, detections_per_img)(x, proposals)[0]
     result = PostProcessor(score_thresh, nms_thresh, detections_per_img)(x, proposals)[0]
     assert len(expected) > 0
     assert torch.equal(result.bbox, expected.bbox)
@@ -130,9 +119,7 @@ def test_post_processor_equals_upstream_class_loop(seed, positions, score_thresh
 def test_post_processor_on_cuda_equals_upstream_class_loop():
     generator = torch.Generator().manual_seed(0)
     x, proposals = _random_predictions(150, 12, generator, device="cuda")
-    post_processor = PostProcessor(0.0, 0.5, 100)
-    post_processor.filter_results = lambda boxlist, n: upstream_filter_results(post_processor, boxlist, n)
-    expected = post_processor(x, proposals)[0]
+    expected = ClassLoopPostProcessor(0.0, 0.5, 100)(x, proposals)[0]
     result = PostProcessor(0.0, 0.5, 100)(x, proposals)[0]
     assert torch.equal(result.bbox, expected.bbox)
     assert torch.equal(result.get_field("labels"), expected.get_field("labels"))

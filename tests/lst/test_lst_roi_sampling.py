@@ -154,7 +154,10 @@ class _RecordingMaskLoss:
         return self.evaluator(proposals, mask_logits, targets)
 
 
-def mask_loss_proposals(active_label):
+def roi_heads_forward(active_label):
+    """One training forward of the RoI heads on PROPOSALS (each with its row number in the field
+    "index") for the target with ``active_label``; returns the model, the proposals the mask
+    loss saw and the losses."""
     torch.manual_seed(0)
     model = build_detection_model(make_cfg()).train()
     recorder = _RecordingMaskLoss(model.roi_heads.mask.loss_evaluator)
@@ -162,10 +165,16 @@ def mask_loss_proposals(active_label):
     width, height = IMAGE_SIZE
     images = to_image_list([torch.randn(3, height, width)], 32)
     features = model.backbone(images.tensors)
-    proposals = [BoxList(PROPOSALS.clone(), IMAGE_SIZE)]
-    _, _, losses = model.roi_heads(features, proposals, [make_target(active_label)])
-    assert torch.isfinite(losses["loss_mask"])
+    proposals = BoxList(PROPOSALS.clone(), IMAGE_SIZE)
+    proposals.add_field("index", torch.arange(len(PROPOSALS)))
+    _, _, losses = model.roi_heads(features, [proposals], [make_target(active_label)])
     (mask_proposals,) = recorder.proposals
+    return model, mask_proposals, losses
+
+
+def mask_loss_proposals(active_label):
+    _, mask_proposals, losses = roi_heads_forward(active_label)
+    assert torch.isfinite(losses["loss_mask"])
     return mask_proposals
 
 
@@ -186,16 +195,7 @@ def test_in_a_new_class_entry_only_that_class_is_trained(new_class):
     classes (2, 3) and of the other new class are not sampled at all, background RoIs stay
     negatives, and the mask loss sees c's RoIs only."""
     classes = reference_classes()
-    torch.manual_seed(0)
-    model = build_detection_model(make_cfg()).train()
-    recorder = _RecordingMaskLoss(model.roi_heads.mask.loss_evaluator)
-    model.roi_heads.mask.loss_evaluator = recorder
-    width, height = IMAGE_SIZE
-    images = to_image_list([torch.randn(3, height, width)], 32)
-    features = model.backbone(images.tensors)
-    proposals = BoxList(PROPOSALS.clone(), IMAGE_SIZE)
-    proposals.add_field("index", torch.arange(len(PROPOSALS)))
-    _, _, losses = model.roi_heads(features, [proposals], [make_target(new_class)])
+    model, mask_proposals, losses = roi_heads_forward(new_class)
 
     (sampled,) = model.roi_heads.box.loss_evaluator._proposals
     labels, index = sampled.get_field("labels"), sampled.get_field("index")
@@ -205,7 +205,6 @@ def test_in_a_new_class_entry_only_that_class_is_trained(new_class):
     ignored = set(torch.nonzero((classes > 0) & (classes != new_class)).squeeze(1).tolist())
     assert {2, 3, 5, 6} - {new_class} == set(classes[sorted(ignored)].tolist())
     assert not ignored & set(index.tolist())
-    (mask_proposals,) = recorder.proposals
     assert sorted(map(tuple, mask_proposals.bbox.tolist())) == sorted(map(tuple, PROPOSALS[classes == new_class].tolist()))
     assert all(torch.isfinite(loss) for loss in losses.values()) and losses["loss_box_reg"] > 0
 
