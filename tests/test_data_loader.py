@@ -142,6 +142,8 @@ def test_batch_size_must_divide_by_world_size(catalog, tmp_path, world, is_train
 
 
 def test_unknown_sampler_lists_the_valid_ones(catalog, tmp_path):
+    import maskrcnn_benchmark.lst  # noqa: F401  (registers BalancedReplaySampler, as tools/train_net.py does)
+
     config = make_cfg(catalog, tmp_path, "DATALOADER.SAMPLER", "RandomSampler")
     with pytest.raises(ValueError, match="RandomSampler") as error:
         make_data_loader(config, is_train=True)
