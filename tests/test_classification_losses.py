@@ -332,7 +332,8 @@ def test_each_loss_trains_the_classifier_with_finite_gradients_and_scores_detect
 def test_post_processor_uses_the_score_function():
     boxes = [BoxList(torch.tensor([[0.0, 0.0, 9.0, 9.0]]), (50, 50))]
     logits = torch.tensor([[0.0, 2.0, -1.0]])
-    (result,) = PostProcessor(score_thresh=0.05, score_function=torch.sigmoid)((logits, torch.zeros(1, 12)), boxes)
+    post_processor = PostProcessor(score_thresh=0.05, score_function=torch.sigmoid)
+    (result,) = post_processor((logits, torch.zeros(1, 12)), boxes)
     assert result.get_field("labels").tolist() == [1, 2]
     assert result.get_field("scores").tolist() == pytest.approx([_sigmoid(2.0), _sigmoid(-1.0)])
 
@@ -343,7 +344,8 @@ def test_unknown_loss_and_lst_combinations_are_clear_errors():
     with pytest.raises(ValueError, match="DISTILL"):
         make_classification_loss(_head_cfg("eqlv2", "MODEL.LST.DISTILL.ENABLED", True))
     with pytest.raises(ValueError, match="USE_BBOX2MASK"):
-        make_classification_loss(_head_cfg("seesaw", "MODEL.MASK_ON", True, "MODEL.ROI_MASK_HEAD.USE_BBOX2MASK", True))
+        make_classification_loss(
+            _head_cfg("seesaw", "MODEL.MASK_ON", True, "MODEL.ROI_MASK_HEAD.USE_BBOX2MASK", True))
 
 
 # --------------------------------------------------------------------------- class image counts

@@ -77,7 +77,8 @@ class FederatedLoss(nn.Module):
         if counts.shape != self.class_image_counts.shape:
             raise ValueError(
                 "Federated loss: {} class image counts for MODEL.ROI_BOX_HEAD.NUM_CLASSES {}; the "
-                "training set and NUM_CLASSES disagree".format(counts.numel(), self.class_image_counts.numel())
+                "training set and NUM_CLASSES disagree".format(
+                    counts.numel(), self.class_image_counts.numel())
             )
         self.class_image_counts.copy_(counts)
 
