@@ -1,7 +1,8 @@
 """The box head's long-tail classification losses (federated, EQLv2, Seesaw) and their score
 functions, against hand computations in plain Python (math, loops over RoIs and classes), their
 running statistics after two updates, gradients through a box head, the two-process (gloo) EQLv2
-statistics, the class image counts of the federated loss and the configs of each method."""
+statistics, the class image counts of the federated loss, two iterations of tools/train_net.py per
+loss (statistics saved and reloaded with the model) and the configs of each method."""
 import math
 import os
 import socket
@@ -25,9 +26,16 @@ from maskrcnn_benchmark.modeling.roi_heads.box_head.classification_losses import
 )
 from maskrcnn_benchmark.modeling.roi_heads.box_head.inference import PostProcessor
 from maskrcnn_benchmark.structures.bounding_box import BoxList
+from maskrcnn_benchmark.utils.model_serialization import load_state_dict
 
 from fixtures_data import write_lvis_fixture
-from fixtures_training import seed_everything, tiny_cfg, train_net_module, write_fixture_catalog
+from fixtures_training import (
+    load_checkpoint,
+    seed_everything,
+    tiny_cfg,
+    train_net_module,
+    write_fixture_catalog,
+)
 
 CONFIG_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
@@ -362,15 +370,31 @@ def test_class_image_counts_equal_the_lvis_image_count_of_each_category(tmp_path
         class_image_counts(dataset, 4)
 
 
-def test_train_net_gives_the_federated_loss_the_training_image_counts(tmp_path):
+@pytest.mark.parametrize("loss", ["federated", "eqlv2", "seesaw"])
+def test_train_net_trains_each_loss_and_saves_its_statistics(tmp_path, loss):
     catalog, fixture = write_fixture_catalog(tmp_path)
-    cfg = tiny_cfg(catalog, tmp_path / "out", "MODEL.ROI_BOX_HEAD.CLASSIFICATION_LOSS", "federated",
+    cfg = tiny_cfg(catalog, tmp_path / "out", "MODEL.ROI_BOX_HEAD.CLASSIFICATION_LOSS", loss,
                    "SOLVER.MAX_ITER", 2, "SOLVER.CHECKPOINT_PERIOD", 100)
     seed_everything(0)
     model = train_net_module().train(cfg, 0, False, None)
-    dataset = LVISDataset(fixture.ann_file, fixture.root, True)
-    torch.testing.assert_close(model.roi_heads.box.classification_loss.class_image_counts,
-                               class_image_counts(dataset, 7))
+    buffers = {"classification_loss." + name: value
+               for name, value in model.roi_heads.box.classification_loss.named_buffers()}
+    saved = load_checkpoint(tmp_path / "out" / "model_final.pth")["model"]
+    resumed = build_detection_model(cfg)
+    load_state_dict(resumed, saved)  # as a resumed run loads them
+    resumed_buffers = dict(resumed.roi_heads.box.named_buffers())
+    for name, value in buffers.items():
+        torch.testing.assert_close(saved["roi_heads.box." + name], value)
+        torch.testing.assert_close(resumed_buffers[name], value)
+    if loss == "federated":  # train_net set the training set's image counts
+        dataset = LVISDataset(fixture.ann_file, fixture.root, True)
+        torch.testing.assert_close(buffers["classification_loss.class_image_counts"],
+                                   class_image_counts(dataset, 7))
+    elif loss == "eqlv2":
+        assert int(buffers["classification_loss.num_updates"]) == 2
+        assert (buffers["classification_loss.neg_grad"] > 0).all()
+    else:
+        assert buffers["classification_loss.cum_samples"][1:].sum() > 0
 
 
 # --------------------------------------------------------------------------- configs
