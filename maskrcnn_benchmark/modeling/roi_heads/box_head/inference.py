@@ -11,10 +11,10 @@ from maskrcnn_benchmark.structures.bounding_box import BoxList
 class PostProcessor(nn.Module):
     """Turns class logits and box deltas of the RoIs into detections, as upstream:
 
-    scores (softmax by default, or the classification loss's score function); decode the boxes of every class; clip to [0, W - 1] x [0, H - 1]; then per
-    foreground class j: keep scores > score_thresh, NMS (+1 IoU) at ``nms`` (all classes in
-    batched calls, the same result as a loop over them); concatenate the classes in order; if
-    more than ``detections_per_img`` remain, keep every detection scoring at least the
+    scores (softmax, or the classification loss's score function); decode the boxes of every
+    class; clip to [0, W - 1] x [0, H - 1]; then per foreground class j: keep scores >
+    score_thresh, NMS (+1 IoU) at ``nms`` (all classes in batched calls, the same result as a loop
+    over them); concatenate the classes in order; if more than ``detections_per_img`` remain, keep every detection scoring at least the
     detections_per_img-th best score (so ties can exceed the limit). The output
     is grouped by class, not sorted by score, and small boxes are not removed.
 
