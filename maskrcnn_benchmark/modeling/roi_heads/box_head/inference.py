@@ -14,9 +14,9 @@ class PostProcessor(nn.Module):
     scores (softmax, or the classification loss's score function); decode the boxes of every
     class; clip to [0, W - 1] x [0, H - 1]; then per foreground class j: keep scores >
     score_thresh, NMS (+1 IoU) at ``nms`` (all classes in batched calls, the same result as a loop
-    over them); concatenate the classes in order; if more than ``detections_per_img`` remain, keep every detection scoring at least the
-    detections_per_img-th best score (so ties can exceed the limit). The output
-    is grouped by class, not sorted by score, and small boxes are not removed.
+    over them); concatenate the classes in order; if more than ``detections_per_img`` remain, keep
+    every detection scoring at least the detections_per_img-th best score (so ties can exceed the
+    limit). The output is grouped by class, not sorted by score, and small boxes are not removed.
 
     Arguments:
         score_thresh (float)
