@@ -19,7 +19,7 @@ import os
 import torch
 
 from maskrcnn_benchmark.config import cfg
-from maskrcnn_benchmark.data import check_num_classes, make_data_loader
+from maskrcnn_benchmark.data import check_num_classes, class_image_counts, make_data_loader
 from maskrcnn_benchmark.engine.cli import (
     add_common_arguments,
     init_distributed,
@@ -90,6 +90,10 @@ def train(cfg, local_rank, distributed, phase):
         cfg, is_train=True, is_distributed=distributed, start_iter=arguments["iteration"], **loader_options
     )
     check_num_classes(cfg, [data_loader.dataset], [" + ".join(cfg.DATASETS.TRAIN)])
+    if cfg.MODEL.ROI_BOX_HEAD.CLASSIFICATION_LOSS == "federated":
+        box_head = (model.module if distributed else model).roi_heads.box
+        box_head.classification_loss.set_class_image_counts(
+            class_image_counts(data_loader.dataset, cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES))
     test_period = cfg.SOLVER.TEST_PERIOD
     data_loader_val = None
     if test_period > 0:

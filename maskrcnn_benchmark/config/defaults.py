@@ -171,6 +171,29 @@ _C.MODEL.ROI_BOX_HEAD.NUM_STACKED_CONVS = 4  # FPNXconv1fc head
 _C.MODEL.ROI_BOX_HEAD.COSINE_SCALE = 10.0
 # LST: s is a learnable scalar (authors' code); False keeps it fixed at COSINE_SCALE.
 _C.MODEL.ROI_BOX_HEAD.COSINE_SCALE_LEARNABLE = True
+# Box classification loss and its matching test-time score function (docs/long_tail_losses.md):
+# "softmax" (upstream cross-entropy), "federated" (sigmoid, Zhou et al. 2021), "eqlv2" (sigmoid,
+# Tan et al. CVPR 2021) or "seesaw" (softmax + objectness branch, Wang et al. CVPR 2021; the box
+# classifier gains one objectness column).
+_C.MODEL.ROI_BOX_HEAD.CLASSIFICATION_LOSS = "softmax"
+# Federated loss: at most this many classes per batch, those of the sampled RoIs first, then
+# negatives drawn by training image count ** FED_LOSS_FREQ_WEIGHT_POWER. 50 and 0.5: the LVIS
+# setting of Zhou et al. ("Probabilistic two-stage detection", 2021, LVIS experiments) and
+# detectron2's FED_LOSS_NUM_CLASSES / FED_LOSS_FREQ_WEIGHT_POWER defaults.
+_C.MODEL.ROI_BOX_HEAD.FED_LOSS_NUM_CLASSES = 50
+_C.MODEL.ROI_BOX_HEAD.FED_LOSS_FREQ_WEIGHT_POWER = 0.5
+# EQLv2 (Tan et al., CVPR 2021, §3: negative weight sigmoid(GAMMA (g - MU)), positive weight
+# 1 + ALPHA (1 - negative weight), g the accumulated positive / negative gradient ratio); the
+# paper's LVIS values (§4, implementation details): gamma 12, mu 0.8, alpha 4.
+_C.MODEL.ROI_BOX_HEAD.EQLV2_GAMMA = 12.0
+_C.MODEL.ROI_BOX_HEAD.EQLV2_MU = 0.8
+_C.MODEL.ROI_BOX_HEAD.EQLV2_ALPHA = 4.0
+# Seesaw loss (Wang et al., CVPR 2021, §3: mitigation (N_j / N_i) ** P for N_j < N_i,
+# compensation (sigma_j / sigma_i) ** Q for sigma_j > sigma_i); the paper's LVIS values (§4):
+# p 0.8, q 2. SEESAW_EPS: lower bound of sigma_i in the compensation ratio (mmdetection's 0.01).
+_C.MODEL.ROI_BOX_HEAD.SEESAW_P = 0.8
+_C.MODEL.ROI_BOX_HEAD.SEESAW_Q = 2.0
+_C.MODEL.ROI_BOX_HEAD.SEESAW_EPS = 0.01
 
 # ---------------------------------------------------------------------------
 # Mask head

@@ -19,6 +19,7 @@ Additions to upstream:
 import bisect
 import logging
 
+import torch
 import torch.utils.data
 
 from maskrcnn_benchmark.utils.comm import get_rank, get_world_size
@@ -29,6 +30,7 @@ from . import datasets as D
 from . import samplers
 from .catalog import load_dataset_catalog
 from .collate_batch import BatchCollator
+from .samplers.repeat_factor_sampler import dataset_image_labels
 from .transforms import build_transforms
 
 # DATALOADER.SAMPLER values besides "" (upstream's random or distributed sampler): name ->
@@ -210,6 +212,22 @@ def check_num_classes(cfg, datasets, dataset_names):
                 "MODEL.ROI_BOX_HEAD.NUM_CLASSES {} (the categories + 1 for the background) in the "
                 "config or on the command line.".format(
                     cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES, name, expected - 1, expected))
+
+
+def class_image_counts(dataset, num_classes):
+    """(num_classes,) float32 tensor: per training label, the number of images of ``dataset``
+    annotated with it, from the annotations as the dataset loaded them (no image is read; entry 0,
+    the background, is 0). Used by the federated loss (MODEL.ROI_BOX_HEAD.CLASSIFICATION_LOSS).
+    """
+    counts = torch.zeros(num_classes)
+    for labels in dataset_image_labels(dataset):
+        labels = torch.as_tensor(sorted(set(labels)), dtype=torch.int64)
+        if labels.numel() and int(labels.max()) >= num_classes:
+            raise ValueError(
+                "The training set has label {} but MODEL.ROI_BOX_HEAD.NUM_CLASSES is {}; set "
+                "NUM_CLASSES to the categories + 1".format(int(labels.max()), num_classes))
+        counts[labels] += 1
+    return counts
 
 
 def _images_per_process(images_per_batch, key, num_processes):

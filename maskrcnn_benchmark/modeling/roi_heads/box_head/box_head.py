@@ -1,6 +1,7 @@
 """The box head (Fast R-CNN): feature extractor + predictor, with its loss and post-processor."""
 import torch
 
+from .classification_losses import make_classification_loss
 from .inference import make_roi_box_post_processor
 from .loss import make_roi_box_loss_evaluator
 from .roi_box_feature_extractors import make_roi_box_feature_extractor
@@ -11,7 +12,8 @@ class ROIBoxHead(torch.nn.Module):
     """Classifies the proposals and refines their boxes.
 
     Arguments:
-        cfg: config (MODEL.ROI_BOX_HEAD, MODEL.ROI_HEADS).
+        cfg: config (MODEL.ROI_BOX_HEAD, MODEL.ROI_HEADS); MODEL.ROI_BOX_HEAD.CLASSIFICATION_LOSS
+            picks the classification loss and the matching test-time scores.
         in_channels (int): channels of the backbone features.
     """
 
@@ -19,8 +21,11 @@ class ROIBoxHead(torch.nn.Module):
         super(ROIBoxHead, self).__init__()
         self.feature_extractor = make_roi_box_feature_extractor(cfg, in_channels)
         self.predictor = make_roi_box_predictor(cfg, self.feature_extractor.out_channels)
-        self.post_processor = make_roi_box_post_processor(cfg)
-        self.loss_evaluator = make_roi_box_loss_evaluator(cfg)
+        # MODEL.ROI_BOX_HEAD.CLASSIFICATION_LOSS: a module (its running statistics are buffers,
+        # saved with the model) whose scores() the post-processor uses.
+        self.classification_loss = make_classification_loss(cfg)
+        self.post_processor = make_roi_box_post_processor(cfg, self.classification_loss.scores)
+        self.loss_evaluator = make_roi_box_loss_evaluator(cfg, self.classification_loss)
 
     def forward(self, features, proposals, targets=None):
         """

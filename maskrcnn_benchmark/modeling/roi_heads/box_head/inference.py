@@ -11,12 +11,12 @@ from maskrcnn_benchmark.structures.bounding_box import BoxList
 class PostProcessor(nn.Module):
     """Turns class logits and box deltas of the RoIs into detections, as upstream:
 
-    softmax; decode the boxes of every class; clip to [0, W - 1] x [0, H - 1]; then per
-    foreground class j: keep scores > score_thresh, NMS (+1 IoU) at ``nms`` (all classes in
-    batched calls, the same result as a loop over them); concatenate the classes in order; if
-    more than ``detections_per_img`` remain, keep every detection scoring at least the
-    detections_per_img-th best score (so ties can exceed the limit). The output
-    is grouped by class, not sorted by score, and small boxes are not removed.
+    scores (softmax, or the classification loss's score function); decode the boxes of every
+    class; clip to [0, W - 1] x [0, H - 1]; then per foreground class j: keep scores >
+    score_thresh, NMS (+1 IoU) at ``nms`` (all classes in batched calls, the same result as a loop
+    over them); concatenate the classes in order; if more than ``detections_per_img`` remain, keep
+    every detection scoring at least the detections_per_img-th best score (so ties can exceed the
+    limit). The output is grouped by class, not sorted by score, and small boxes are not removed.
 
     Arguments:
         score_thresh (float)
@@ -26,6 +26,8 @@ class PostProcessor(nn.Module):
         cls_agnostic_bbox_reg (bool): deltas hold one foreground box (columns 4:8) for all classes.
         bbox_aug_enabled (bool): skip thresholding and NMS; test-time augmentation does them
             after merging the augmented predictions.
+        score_function (callable, optional): class logits (R, W) -> (R, C) probabilities,
+            column 0 background (classification_losses.py); None: softmax.
     """
 
     def __init__(
@@ -36,6 +38,7 @@ class PostProcessor(nn.Module):
         box_coder=None,
         cls_agnostic_bbox_reg=False,
         bbox_aug_enabled=False,
+        score_function=None,
     ):
         super(PostProcessor, self).__init__()
         self.score_thresh = score_thresh
@@ -46,11 +49,12 @@ class PostProcessor(nn.Module):
         self.box_coder = box_coder
         self.cls_agnostic_bbox_reg = cls_agnostic_bbox_reg
         self.bbox_aug_enabled = bbox_aug_enabled
+        self.score_function = score_function
 
     def forward(self, x, boxes):
         """
         Arguments:
-            x (tuple[Tensor, Tensor]): class logits (R, C) and box deltas (R, 4 * K) of the
+            x (tuple[Tensor, Tensor]): class logits (R, W) and box deltas (R, 4 * K) of the
                 RoIs of all images, in the order of ``boxes``.
             boxes (list[BoxList]): the RoIs (xyxy) of each image.
 
@@ -59,7 +63,10 @@ class PostProcessor(nn.Module):
             (with bbox_aug_enabled: every (RoI, class) box, (R * C, 4), with "scores" only).
         """
         class_logits, box_regression = x
-        class_prob = F.softmax(class_logits, -1)
+        if self.score_function is None:
+            class_prob = F.softmax(class_logits, -1)
+        else:
+            class_prob = self.score_function(class_logits)
 
         image_shapes = [box.size for box in boxes]
         boxes_per_image = [len(box) for box in boxes]
@@ -153,9 +160,9 @@ class PostProcessor(nn.Module):
         return candidates[batched_nms(candidates.bbox, scores, candidates.get_field("labels"), self.nms)]
 
 
-def make_roi_box_post_processor(cfg):
+def make_roi_box_post_processor(cfg, score_function=None):
     """PostProcessor configured by MODEL.ROI_HEADS, MODEL.CLS_AGNOSTIC_BBOX_REG and
-    TEST.BBOX_AUG.ENABLED."""
+    TEST.BBOX_AUG.ENABLED, scoring with ``score_function`` (None: softmax)."""
     roi_heads = cfg.MODEL.ROI_HEADS
     return PostProcessor(
         score_thresh=roi_heads.SCORE_THRESH,
@@ -164,4 +171,5 @@ def make_roi_box_post_processor(cfg):
         box_coder=BoxCoder(weights=roi_heads.BBOX_REG_WEIGHTS),
         cls_agnostic_bbox_reg=cfg.MODEL.CLS_AGNOSTIC_BBOX_REG,
         bbox_aug_enabled=cfg.TEST.BBOX_AUG.ENABLED,
+        score_function=score_function,
     )

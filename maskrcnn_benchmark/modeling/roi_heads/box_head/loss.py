@@ -1,4 +1,4 @@
-"""Fast R-CNN loss: RoI sampling, classification cross-entropy and box smooth-L1."""
+"""Fast R-CNN loss: RoI sampling, classification loss (cross-entropy by default) and box smooth-L1."""
 import torch
 from torch.nn import functional as F
 
@@ -28,15 +28,18 @@ class FastRCNNLossComputation(object):
             "active_label" k > 0, proposals matched to a box of another class are ignored
             (label -1), so only class k gives positives. Targets without the field, or with
             active_label 0, are labelled as upstream.
+        classification_loss (callable, optional): (logits (R, W), labels (R,)) -> scalar, e.g.
+            a module of classification_losses.py; None: softmax cross-entropy (upstream).
     """
 
     def __init__(self, proposal_matcher, fg_bg_sampler, box_coder, cls_agnostic_bbox_reg=False,
-                 active_class_only=False):
+                 active_class_only=False, classification_loss=None):
         self.proposal_matcher = proposal_matcher
         self.fg_bg_sampler = fg_bg_sampler
         self.box_coder = box_coder
         self.cls_agnostic_bbox_reg = cls_agnostic_bbox_reg
         self.active_class_only = active_class_only
+        self.classification_loss = classification_loss if classification_loss is not None else F.cross_entropy
 
     def match_targets_to_proposals(self, proposal, target):
         """Per proposal, its matched ground truth (with field "labels", and "active_label" when
@@ -103,11 +106,13 @@ class FastRCNNLossComputation(object):
     def __call__(self, class_logits, box_regression):
         """
         Arguments:
-            class_logits (list[Tensor]): (R, NUM_CLASSES) logits of the sampled RoIs.
+            class_logits (list[Tensor]): (R, W) logits of the sampled RoIs (W = NUM_CLASSES, or
+                NUM_CLASSES + 1 with the seesaw loss's objectness column).
             box_regression (list[Tensor]): (R, 4 * K) deltas of the sampled RoIs.
 
         Returns:
-            classification_loss (Tensor): cross-entropy averaged over all sampled RoIs.
+            classification_loss (Tensor): the classification loss (upstream: cross-entropy)
+                averaged over all sampled RoIs.
             box_loss (Tensor): smooth-L1 (beta 1) of the ground-truth class deltas of the
                 positive RoIs, summed and divided by the number of sampled RoIs.
         """
@@ -125,7 +130,7 @@ class FastRCNNLossComputation(object):
             [proposal.get_field("regression_targets") for proposal in proposals], dim=0
         )
 
-        classification_loss = F.cross_entropy(class_logits, labels)
+        classification_loss = self.classification_loss(class_logits, labels)
 
         sampled_pos_inds_subset = torch.nonzero(labels > 0).squeeze(1)
         labels_pos = labels[sampled_pos_inds_subset]
@@ -144,9 +149,9 @@ class FastRCNNLossComputation(object):
         return classification_loss, box_loss
 
 
-def make_roi_box_loss_evaluator(cfg):
+def make_roi_box_loss_evaluator(cfg, classification_loss=None):
     """FastRCNNLossComputation configured by MODEL.ROI_HEADS, MODEL.CLS_AGNOSTIC_BBOX_REG and
-    MODEL.LST.ROI_ACTIVE_CLASS_ONLY."""
+    MODEL.LST.ROI_ACTIVE_CLASS_ONLY, with ``classification_loss`` (None: softmax cross-entropy)."""
     roi_heads = cfg.MODEL.ROI_HEADS
     matcher = Matcher(
         roi_heads.FG_IOU_THRESHOLD, roi_heads.BG_IOU_THRESHOLD, allow_low_quality_matches=False
@@ -161,4 +166,5 @@ def make_roi_box_loss_evaluator(cfg):
         box_coder,
         cfg.MODEL.CLS_AGNOSTIC_BBOX_REG,
         active_class_only=cfg.MODEL.LST.ROI_ACTIVE_CLASS_ONLY,
+        classification_loss=classification_loss,
     )

@@ -1,7 +1,9 @@
 """Box predictors, registered in ``registry.ROI_BOX_PREDICTOR``: class logits and box deltas.
 
-All return ``(class_logits (R, NUM_CLASSES), box_regression (R, 4 * K))`` with K = NUM_CLASSES,
-or K = 2 (background, foreground) when MODEL.CLS_AGNOSTIC_BBOX_REG. Initialisation: cls_score
+All return ``(class_logits (R, W), box_regression (R, 4 * K))`` with K = NUM_CLASSES,
+or K = 2 (background, foreground) when MODEL.CLS_AGNOSTIC_BBOX_REG. W = NUM_CLASSES, or
+NUM_CLASSES + 1 with MODEL.ROI_BOX_HEAD.CLASSIFICATION_LOSS "seesaw" (a foreground-objectness
+logit last; see classification_losses.num_classifier_outputs). Initialisation: cls_score
 N(0, 0.01), bbox_pred N(0, 0.001), zero biases.
 """
 import contextlib
@@ -12,11 +14,13 @@ from torch.nn import functional as F
 
 from maskrcnn_benchmark.modeling import registry
 
+from .classification_losses import num_classifier_outputs
+
 
 def _make_linear_predictors(cfg, in_channels):
     num_classes = cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES
     num_bbox_reg_classes = 2 if cfg.MODEL.CLS_AGNOSTIC_BBOX_REG else num_classes
-    cls_score = nn.Linear(in_channels, num_classes)
+    cls_score = nn.Linear(in_channels, num_classifier_outputs(cfg))
     bbox_pred = nn.Linear(in_channels, num_bbox_reg_classes * 4)
     nn.init.normal_(cls_score.weight, mean=0, std=0.01)
     nn.init.normal_(bbox_pred.weight, mean=0, std=0.001)
@@ -51,7 +55,7 @@ class FastRCNNPredictor(nn.Module):
         return self.cls_score(x), self.bbox_pred(x)
 
     def class_weights(self):
-        """(NUM_CLASSES, C) classifier rows: cls_score.weight."""
+        """(W, C) classifier rows: cls_score.weight."""
         return self.cls_score.weight
 
 
@@ -68,7 +72,7 @@ class FPNPredictor(nn.Module):
         return self.cls_score(x), self.bbox_pred(x)
 
     def class_weights(self):
-        """(NUM_CLASSES, C) classifier rows: cls_score.weight."""
+        """(W, C) classifier rows: cls_score.weight."""
         return self.cls_score.weight
 
 
@@ -95,7 +99,7 @@ class FPNCosinePredictor(nn.Module):
         super(FPNCosinePredictor, self).__init__()
         num_classes = cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES
         num_bbox_reg_classes = 2 if cfg.MODEL.CLS_AGNOSTIC_BBOX_REG else num_classes
-        self.cls_score = nn.Linear(in_channels, num_classes, bias=False)
+        self.cls_score = nn.Linear(in_channels, num_classifier_outputs(cfg), bias=False)
         self.bbox_pred = nn.Linear(in_channels, num_bbox_reg_classes * 4)
         nn.init.normal_(self.cls_score.weight, mean=0, std=0.01)
         nn.init.normal_(self.bbox_pred.weight, mean=0, std=0.001)
@@ -138,7 +142,7 @@ class FPNCosinePredictor(nn.Module):
             self._replacement = previous
 
     def class_weights(self):
-        """(NUM_CLASSES, C) classifier rows in use: cls_score.weight, with the rows of the
+        """(W, C) classifier rows in use: cls_score.weight, with the rows of the
         innermost :meth:`replaced_class_weights` context replaced (no gradient reaches the
         replaced rows of cls_score.weight)."""
         weight = self.cls_score.weight
