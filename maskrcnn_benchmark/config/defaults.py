@@ -148,7 +148,10 @@ _C.MODEL.ROI_HEADS.POSITIVE_FRACTION = 0.25
 # Inference only
 _C.MODEL.ROI_HEADS.SCORE_THRESH = 0.05  # drop detections scoring below this
 _C.MODEL.ROI_HEADS.NMS = 0.5  # per-class NMS IoU threshold
-_C.MODEL.ROI_HEADS.DETECTIONS_PER_IMG = 100  # detections kept per image (across classes)
+_C.MODEL.ROI_HEADS.DETECTIONS_PER_IMG = 100  # detections kept per image (across classes); 0: no limit
+# Detections kept per class in each image (after NMS, before DETECTIONS_PER_IMG); 0: no limit.
+# Fixed AP (Dave et al. 2021) wants DETECTIONS_PER_IMG 0 and a low SCORE_THRESH (their 0.0001).
+_C.MODEL.ROI_HEADS.DETECTIONS_PER_CLASS = 0
 
 # ---------------------------------------------------------------------------
 # Box head

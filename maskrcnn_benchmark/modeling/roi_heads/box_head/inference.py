@@ -13,15 +13,21 @@ class PostProcessor(nn.Module):
 
     softmax; decode the boxes of every class; clip to [0, W - 1] x [0, H - 1]; then per
     foreground class j: keep scores > score_thresh, NMS (+1 IoU) at ``nms`` (all classes in
-    batched calls, the same result as a loop over them); concatenate the classes in order; if
-    more than ``detections_per_img`` remain, keep every detection scoring at least the
-    detections_per_img-th best score (so ties can exceed the limit). The output
+    batched calls, the same result as a loop over them); with ``detections_per_class``, keep the
+    detections_per_class best of each class (ties in the candidates' order); concatenate the
+    classes in order; if more than ``detections_per_img`` remain, keep every detection scoring at
+    least the detections_per_img-th best score (so ties can exceed the limit). The output
     is grouped by class, not sorted by score, and small boxes are not removed.
+
+    Fixed AP (Dave et al. 2021, Sec. 3) needs detections without a per-image cap:
+    detections_per_img 0, optionally with detections_per_class bounding each class per image.
 
     Arguments:
         score_thresh (float)
         nms (float): per-class NMS IoU threshold.
         detections_per_img (int): limit over all classes; <= 0 disables it.
+        detections_per_class (int): limit per class (per image), before detections_per_img;
+            <= 0 disables it.
         box_coder (BoxCoder): decodes the deltas; weights (10, 10, 5, 5) by default.
         cls_agnostic_bbox_reg (bool): deltas hold one foreground box (columns 4:8) for all classes.
         bbox_aug_enabled (bool): skip thresholding and NMS; test-time augmentation does them
@@ -36,11 +42,13 @@ class PostProcessor(nn.Module):
         box_coder=None,
         cls_agnostic_bbox_reg=False,
         bbox_aug_enabled=False,
+        detections_per_class=0,
     ):
         super(PostProcessor, self).__init__()
         self.score_thresh = score_thresh
         self.nms = nms
         self.detections_per_img = detections_per_img
+        self.detections_per_class = detections_per_class
         if box_coder is None:
             box_coder = BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
         self.box_coder = box_coder
@@ -118,6 +126,9 @@ class PostProcessor(nn.Module):
         result.add_field("scores", scores[rois, labels])
         result.add_field("labels", labels)
         result = self.nms_per_class(result)
+        if self.detections_per_class > 0:
+            result = result[self.best_per_class(result.get_field("scores"),
+                                                result.get_field("labels"))]
 
         number_of_detections = len(result)
         if number_of_detections > self.detections_per_img > 0:
@@ -129,6 +140,20 @@ class PostProcessor(nn.Module):
             result = result[keep]
         return result
 
+    def best_per_class(self, scores, labels):
+        """Ascending indices of the detections_per_class highest scores of each label.
+
+        Arguments:
+            scores (Tensor): (N,) scores; labels (Tensor): (N,) int64 labels.
+        Ties keep the lower index, as a stable sort by descending score would.
+        """
+        by_score = torch.sort(scores, descending=True, stable=True).indices
+        order = by_score[torch.sort(labels[by_score], stable=True).indices]  # label, -score
+        sorted_labels = labels[order]
+        first = torch.searchsorted(sorted_labels, sorted_labels, right=False)
+        rank = torch.arange(len(order), device=order.device) - first
+        return order[rank < self.detections_per_class].sort().values
+
     def nms_per_class(self, candidates):
         """The candidates (fields "scores", "labels") that NMS keeps within each class, in their order.
 
@@ -138,11 +163,13 @@ class PostProcessor(nn.Module):
         so NMS keeps or drops each of them as among all the candidates. Once that keeps at least
         detections_per_img boxes, the limit's threshold (the detections_per_img-th best kept score) is
         no lower than any of them, and the limit returns exactly what it would after NMS on all.
+        A per-class limit, applied before the per-image one, voids that argument: then NMS runs on
+        all candidates.
         """
         if self.nms <= 0:
             return candidates
         scores = candidates.get_field("scores")
-        count = 4 * self.detections_per_img
+        count = 4 * self.detections_per_img if self.detections_per_class <= 0 else 0
         while 0 < count < len(candidates):
             lowest = torch.topk(scores, count, sorted=False).values.min()
             best = candidates[torch.nonzero(scores >= lowest).squeeze(1)]
@@ -154,8 +181,8 @@ class PostProcessor(nn.Module):
 
 
 def make_roi_box_post_processor(cfg):
-    """PostProcessor configured by MODEL.ROI_HEADS, MODEL.CLS_AGNOSTIC_BBOX_REG and
-    TEST.BBOX_AUG.ENABLED."""
+    """PostProcessor configured by MODEL.ROI_HEADS (SCORE_THRESH, NMS, DETECTIONS_PER_IMG,
+    DETECTIONS_PER_CLASS, BBOX_REG_WEIGHTS), MODEL.CLS_AGNOSTIC_BBOX_REG and TEST.BBOX_AUG.ENABLED."""
     roi_heads = cfg.MODEL.ROI_HEADS
     return PostProcessor(
         score_thresh=roi_heads.SCORE_THRESH,
@@ -164,4 +191,5 @@ def make_roi_box_post_processor(cfg):
         box_coder=BoxCoder(weights=roi_heads.BBOX_REG_WEIGHTS),
         cls_agnostic_bbox_reg=cfg.MODEL.CLS_AGNOSTIC_BBOX_REG,
         bbox_aug_enabled=cfg.TEST.BBOX_AUG.ENABLED,
+        detections_per_class=roi_heads.DETECTIONS_PER_CLASS,
     )
