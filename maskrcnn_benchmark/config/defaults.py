@@ -407,6 +407,11 @@ _C.TEST.IMS_PER_BATCH = 8  # images per batch over all GPUs
 _C.TEST.DETECTIONS_PER_IMG = 100  # RetinaNet only; the box head uses MODEL.ROI_HEADS.DETECTIONS_PER_IMG
 # LST: detections per image kept for LVIS evaluation, across categories (LVIS protocol; lvis-api default).
 _C.TEST.LVIS_MAX_DETS = 300
+# Also report Fixed AP (Dave et al. 2021): the LVIS_FIXED_AP_DETS_PER_CLASS best detections of each
+# category over the dataset, no per-image cap (metrics.json: "fixed_AP" in each iou type). Infer
+# with MODEL.ROI_HEADS.DETECTIONS_PER_IMG 0 for the protocol's full lists.
+_C.TEST.LVIS_FIXED_AP = False
+_C.TEST.LVIS_FIXED_AP_DETS_PER_CLASS = 10000  # Dave et al. 2021, Sec. 3
 
 # Box test-time augmentation (not built in this fork; kept so upstream YAMLs merge)
 _C.TEST.BBOX_AUG = CN()
