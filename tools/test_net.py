@@ -3,6 +3,10 @@
 The weights are ``--ckpt`` if given, else the last checkpoint of OUTPUT_DIR, else MODEL.WEIGHT.
 Results go to OUTPUT_DIR/inference/<dataset>/ for every DATASETS.TEST entry. Distributed like
 train_net.py (torchrun).
+
+``--calibration-gammas G [G ...]`` chooses NorCal's TEST.CALIBRATION.GAMMA instead: DATASETS.TEST
+must be one set of training images; each gamma is evaluated on it (OUTPUT_DIR/calibration/) and
+the best (mask AP) is printed and written to OUTPUT_DIR/calibration_gamma.json.
 """
 # The custom-environment hook runs before anything else is imported (upstream's rule).
 from maskrcnn_benchmark.utils.env import setup_environment  # noqa: F401 isort:skip
@@ -13,7 +17,7 @@ import torch
 
 from maskrcnn_benchmark.config import cfg
 from maskrcnn_benchmark.engine.cli import add_common_arguments, init_distributed, load_config, parse_arguments, run_tool_main
-from maskrcnn_benchmark.engine.inference import run_test
+from maskrcnn_benchmark.engine.inference import choose_calibration_gamma, run_test
 from maskrcnn_benchmark.lst import ResolvedPhase
 from maskrcnn_benchmark.modeling.detector import build_detection_model
 from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
@@ -27,6 +31,10 @@ def main():
     parser.add_argument(
         "--ckpt", default=None,
         help="The path to the checkpoint for test, default is the latest checkpoint.",
+    )
+    parser.add_argument(
+        "--calibration-gammas", type=float, nargs="+", default=None, metavar="GAMMA",
+        help="choose NorCal's TEST.CALIBRATION.GAMMA among these on DATASETS.TEST (training images)",
     )
     add_common_arguments(parser)
     args = parse_arguments(parser)
@@ -49,7 +57,15 @@ def main():
 
     # An LST phase config is evaluated on the phase's classes, with the old / new / all groups.
     phase = ResolvedPhase.from_config(cfg)
-    run_test(cfg, model, distributed=num_processes > 1, **(phase.evaluation_options() if phase is not None else {}))
+    options = phase.evaluation_options() if phase is not None else {}
+    if args.calibration_gammas is not None:
+        if any(g < 0 for g in args.calibration_gammas):
+            parser.error("--calibration-gammas must be >= 0, got {}".format(args.calibration_gammas))
+        best = choose_calibration_gamma(cfg, model, num_processes > 1, args.calibration_gammas, **options)
+        if best is not None:
+            print("TEST.CALIBRATION.GAMMA {:g}".format(best))
+    else:
+        run_test(cfg, model, distributed=num_processes > 1, **options)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 

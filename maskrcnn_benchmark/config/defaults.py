@@ -413,6 +413,14 @@ _C.TEST.LVIS_MAX_DETS = 300
 _C.TEST.LVIS_FIXED_AP = False
 _C.TEST.LVIS_FIXED_AP_DETS_PER_CLASS = 10000  # Dave et al. 2021, Sec. 3
 
+# Post-hoc calibration NorCal (Pan et al., NeurIPS 2021): foreground softmax scores divided by
+# N_j^GAMMA, N_j the training images of class j (DATASETS.TRAIN's one json), background kept, then
+# renormalised over all classes (RENORM). GAMMA 0: off. Choose GAMMA with test_net.py
+# --calibration-gammas on training images (README, "Post-hoc calibration").
+_C.TEST.CALIBRATION = CN()
+_C.TEST.CALIBRATION.GAMMA = 0.0
+_C.TEST.CALIBRATION.RENORM = True
+
 # Box test-time augmentation (not built in this fork; kept so upstream YAMLs merge)
 _C.TEST.BBOX_AUG = CN()
 _C.TEST.BBOX_AUG.ENABLED = False

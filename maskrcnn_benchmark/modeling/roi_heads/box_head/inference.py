@@ -7,6 +7,8 @@ from maskrcnn_benchmark.layers import batched_nms
 from maskrcnn_benchmark.modeling.box_coder import BoxCoder
 from maskrcnn_benchmark.structures.bounding_box import BoxList
 
+from .calibration import norcal_scores
+
 
 class PostProcessor(nn.Module):
     """Turns class logits and box deltas of the RoIs into detections, as upstream:
@@ -18,6 +20,9 @@ class PostProcessor(nn.Module):
     classes in order; if more than ``detections_per_img`` remain, keep every detection scoring at
     least the detections_per_img-th best score (so ties can exceed the limit). The output
     is grouped by class, not sorted by score, and small boxes are not removed.
+
+    ``class_factors`` ((C,) tensor, None by default; calibration.calibrate_box_head sets it)
+    applies NorCal to the probabilities first (``calibration_renorm``: renormalised).
 
     Fixed AP (Dave et al. 2021, Sec. 3) needs detections without a per-image cap:
     detections_per_img 0, optionally with detections_per_class bounding each class per image.
@@ -49,6 +54,8 @@ class PostProcessor(nn.Module):
         self.nms = nms
         self.detections_per_img = detections_per_img
         self.detections_per_class = detections_per_class
+        self.class_factors = None
+        self.calibration_renorm = True
         if box_coder is None:
             box_coder = BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
         self.box_coder = box_coder
@@ -68,6 +75,8 @@ class PostProcessor(nn.Module):
         """
         class_logits, box_regression = x
         class_prob = F.softmax(class_logits, -1)
+        if self.class_factors is not None:
+            class_prob = norcal_scores(class_prob, self.class_factors, self.calibration_renorm)
 
         image_shapes = [box.size for box in boxes]
         boxes_per_image = [len(box) for box in boxes]

@@ -1,0 +1,106 @@
+"""NorCal post-hoc calibration (Pan et al., NeurIPS 2021) against a hand computation, and its
+effect in the box post-processor and run through the config."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from maskrcnn_benchmark.config import cfg as default_cfg
+from maskrcnn_benchmark.modeling.roi_heads.box_head.calibration import (
+    calibrate_box_head,
+    class_image_counts,
+    norcal_factors,
+    norcal_scores,
+)
+from maskrcnn_benchmark.modeling.roi_heads.box_head.inference import PostProcessor
+from maskrcnn_benchmark.structures.bounding_box import BoxList
+
+
+def test_scores_match_a_hand_computation():
+    # one RoI, background 0.4, classes with 1, 4 and 100 training images, gamma 0.5
+    prob = torch.tensor([[0.4, 0.1, 0.2, 0.3]])
+    factors = norcal_factors([1, 4, 100], 0.5)
+    torch.testing.assert_close(factors, torch.tensor([1.0, 1.0, 0.5, 0.1]))
+    # foreground / N^0.5: 0.1, 0.1, 0.03; background 0.4 kept; total 0.63
+    expected = torch.tensor([[0.4, 0.1, 0.1, 0.03]]) / 0.63
+    torch.testing.assert_close(norcal_scores(prob, factors), expected)
+    torch.testing.assert_close(norcal_scores(prob, factors, renorm=False),
+                               torch.tensor([[0.4, 0.1, 0.1, 0.03]]))
+
+
+def test_ranking_within_a_class_and_background():
+    generator = torch.Generator().manual_seed(0)
+    prob = F.softmax(3 * torch.randn(200, 6, generator=generator), dim=1)
+    factors = norcal_factors([1, 3, 30, 300, 3000], 0.7)
+    unnormalised = norcal_scores(prob, factors, renorm=False)
+    calibrated = norcal_scores(prob, factors)
+    for j in range(1, 6):
+        # a per-class rescaling keeps each class's order of the RoIs
+        assert torch.equal(torch.argsort(unnormalised[:, j], stable=True),
+                           torch.argsort(prob[:, j], stable=True))
+    # NorCal's background: never rescaled; every RoI's scores sum to 1 after renormalisation
+    torch.testing.assert_close(calibrated.sum(1), torch.ones(200))
+    torch.testing.assert_close(calibrated[:, 0] / calibrated[:, 1:].sum(1),
+                               prob[:, 0] / (prob[:, 1:] * factors[1:]).sum(1))
+    # within a RoI, foreground ratios change by the factors only
+    torch.testing.assert_close(calibrated[:, 2] / calibrated[:, 5],
+                               (prob[:, 2] / prob[:, 5]) * (factors[2] / factors[5]))
+    with pytest.raises(ValueError, match="labels \\[2\\]"):
+        norcal_factors([4, 0, 3], 0.5)
+
+
+def test_post_processor_scores_are_calibrated_and_keep_the_class_order():
+    generator = torch.Generator().manual_seed(1)
+    num_rois, num_classes = 12, 4
+    x1 = torch.arange(num_rois, dtype=torch.float32) * 20
+    boxes = torch.stack([x1, torch.zeros(num_rois), x1 + 9, torch.full((num_rois,), 9.0)], 1)
+    logits = torch.randn(num_rois, num_classes, generator=generator)
+    deltas = torch.zeros(num_rois, 4 * num_classes)
+    post_processor = PostProcessor(score_thresh=0.0, nms=0.5, detections_per_img=0)
+    (plain,) = post_processor((logits, deltas), [BoxList(boxes, (300, 20))])
+    post_processor.class_factors = norcal_factors([2, 20, 200], 0.5)
+    post_processor.calibration_renorm = False
+    (calibrated,) = post_processor((logits, deltas), [BoxList(boxes, (300, 20))])
+    # disjoint boxes, no threshold: every (RoI, class) both times, same order, scores rescaled
+    assert torch.equal(plain.get_field("labels"), calibrated.get_field("labels"))
+    torch.testing.assert_close(calibrated.bbox, plain.bbox)
+    factor = post_processor.class_factors[plain.get_field("labels")]
+    torch.testing.assert_close(calibrated.get_field("scores"), plain.get_field("scores") * factor)
+
+
+def test_config_sets_counts_by_training_images_of_each_label(tmp_path):
+    train = {"images": [{"id": i, "width": 50, "height": 50, "file_name": "{}.jpg".format(i)}
+                        for i in (1, 2, 3)],
+             "categories": [{"id": c, "name": str(c)} for c in (5, 7, 9)],
+             "annotations": [{"id": k, "image_id": i, "category_id": c, "bbox": [1, 1, 10, 10],
+                              "area": 100.0, "segmentation": [[1, 1, 11, 1, 11, 11, 1, 11]]}
+                             for k, (i, c) in enumerate([(1, 5), (1, 5), (2, 5), (3, 5), (1, 7),
+                                                         (2, 9), (3, 9)])]}
+    # label order of an LST phase: any order of the categories
+    label_to_category = {1: 9, 2: 5, 3: 7}
+    assert class_image_counts(train, label_to_category) == [2, 3, 1]
+
+    class Box(object):
+        post_processor = PostProcessor()
+
+    class Heads(object):
+        box = Box()
+
+    class Model(object):
+        roi_heads = Heads()
+
+    class Dataset(object):
+        contiguous_category_id_to_json_id = label_to_category
+
+    cfg = default_cfg.clone()
+    cfg.merge_from_list(["TEST.CALIBRATION.GAMMA", 1.0, "TEST.CALIBRATION.RENORM", False])
+    model = Model()
+    calibrate_box_head(model, cfg, Dataset(), train)
+    torch.testing.assert_close(model.roi_heads.box.post_processor.class_factors,
+                               torch.tensor([1.0, 1 / 2, 1 / 3, 1.0]))
+    assert model.roi_heads.box.post_processor.calibration_renorm is False
+    cfg.merge_from_list(["TEST.CALIBRATION.GAMMA", 0.0])
+    calibrate_box_head(model, cfg, Dataset(), None)
+    assert model.roi_heads.box.post_processor.class_factors is None
+    cfg.merge_from_list(["TEST.CALIBRATION.GAMMA", 0.5])
+    with pytest.raises(ValueError, match="DATASETS.TRAIN"):
+        calibrate_box_head(model, cfg, Dataset(), None)
