@@ -1,10 +1,26 @@
 """NorCal post-hoc calibration (Pan et al., NeurIPS 2021) against a hand computation, and its
-effect in the box post-processor and run through the config."""
+effect in the box post-processor and run through the config, and the choice of gamma
+(engine.inference.choose_calibration_gamma, tools/test_net.py --calibration-gammas)."""
+import argparse
+import importlib.util
+import json
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from fixtures_training import (
+    REPO_ROOT,
+    TINY_CONFIG,
+    check_ran,
+    run_tool,
+    tool_env,
+    write_fixture_catalog,
+    write_seed_env_module,
+)
 from maskrcnn_benchmark.config import cfg as default_cfg
+from maskrcnn_benchmark.engine import inference
 from maskrcnn_benchmark.modeling.roi_heads.box_head.calibration import (
     calibrate_box_head,
     class_image_counts,
@@ -104,3 +120,70 @@ def test_config_sets_counts_by_training_images_of_each_label(tmp_path):
     cfg.merge_from_list(["TEST.CALIBRATION.GAMMA", 0.5])
     with pytest.raises(ValueError, match="DATASETS.TRAIN"):
         calibrate_box_head(model, cfg, Dataset(), None)
+
+
+def test_gamma_choice_evaluates_the_grid_and_ties_go_to_the_smaller_gamma(monkeypatch, tmp_path):
+    segm_ap = {0.0: 0.2, 0.25: 0.3, 0.5: 0.3, 1.0: 0.1}  # 0.25 and 0.5 tie at the best
+    evaluated = []
+
+    def fake_run_test(cfg, model, distributed, **options):
+        evaluated.append((cfg.TEST.CALIBRATION.GAMMA, cfg.OUTPUT_DIR, options))
+        gamma = cfg.TEST.CALIBRATION.GAMMA
+        return [({"bbox": {"AP": 1.0 - gamma}, "segm": {"AP": segm_ap[gamma]}}, [])]
+
+    monkeypatch.setattr(inference, "run_test", fake_run_test)
+    cfg = default_cfg.clone()
+    cfg.merge_from_list(["MODEL.MASK_ON", True, "DATASETS.TEST", ("train_subset",),
+                         "OUTPUT_DIR", str(tmp_path)])
+    best = inference.choose_calibration_gamma(cfg, None, False, [1.0, 0.5, 0.25, 0.0, 0.5],
+                                              category_ids=[3, 1])
+    assert best == 0.25
+    assert [g for g, _, _ in evaluated] == [0.0, 0.25, 0.5, 1.0]  # each gamma once
+    assert len({directory for _, directory, _ in evaluated}) == 4
+    assert all(options == {"category_ids": [3, 1]} for _, _, options in evaluated)
+    written = json.loads((tmp_path / "calibration_gamma.json").read_text())
+    assert written == {"metric": "segm AP", "dataset": "train_subset", "gamma": 0.25,
+                       "AP": {repr(g): v for g, v in segm_ap.items()}}
+    cfg.merge_from_list(["DATASETS.TEST", ("a", "b")])
+    with pytest.raises(ValueError, match="one DATASETS.TEST"):
+        inference.choose_calibration_gamma(cfg, None, False, [0.0])
+
+
+@pytest.mark.slow
+def test_test_net_chooses_gamma_by_the_mask_ap_of_its_metrics_files(tmp_path):
+    # 32 images: every category has training images (NorCal's N_j > 0)
+    catalog, _ = write_fixture_catalog(tmp_path, num_images=32, seed=1)
+    env = tool_env(write_seed_env_module(tmp_path), threads=1)
+    output_dir = tmp_path / "calibration_run"
+    # 1e-12 gives the factors of 0 in float32: a tie, which goes to 0
+    gammas = [1.0, 1e-12, 0.0, 0.5]
+    result = run_tool("test_net.py", [
+        "--config-file", TINY_CONFIG, "--calibration-gammas", ",".join(map(repr, gammas)),
+        "PATHS_CATALOG", catalog, "OUTPUT_DIR", output_dir, "DATASETS.TEST", '("fixture_train",)',
+        # the random weights' detections, all of them, so that AP is above 0 and depends on gamma
+        "MODEL.ROI_HEADS.SCORE_THRESH", "0.0", "MODEL.ROI_HEADS.DETECTIONS_PER_IMG", "0"], env)
+    check_ran(result)
+    segm_ap = {}
+    for gamma in gammas:
+        metrics_file = (output_dir / "calibration" / "gamma_{!r}".format(gamma) / "inference"
+                        / "fixture_train" / "metrics.json")
+        segm_ap[gamma] = json.loads(metrics_file.read_text())["segm"]["AP"]
+    assert segm_ap[1e-12] == segm_ap[0.0]
+    assert len(set(segm_ap.values())) > 1, "every gamma gave the same AP: the test shows nothing"
+    best = max(sorted(segm_ap), key=lambda g: (segm_ap[g], -g))
+    written = json.loads((output_dir / "calibration_gamma.json").read_text())
+    assert written["gamma"] == best
+    assert written["metric"] == "segm AP"
+    assert written["AP"] == {repr(g): segm_ap[g] for g in sorted(segm_ap)}
+    assert "TEST.CALIBRATION.GAMMA {!r}".format(best) in result.stdout
+
+
+def test_gamma_grid_argument_is_comma_separated_and_checked():
+    spec = importlib.util.spec_from_file_location("test_net_under_test", os.path.join(REPO_ROOT, "tools", "test_net.py"))
+    test_net = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(test_net)
+    assert test_net.calibration_gammas("0,0.25,1e-3") == [0.0, 0.25, 0.001]
+    with pytest.raises(argparse.ArgumentTypeError, match=">= 0"):
+        test_net.calibration_gammas("0,-0.5")
+    with pytest.raises(argparse.ArgumentTypeError, match="comma-separated"):
+        test_net.calibration_gammas("0 0.5")

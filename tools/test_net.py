@@ -4,9 +4,10 @@ The weights are ``--ckpt`` if given, else the last checkpoint of OUTPUT_DIR, els
 Results go to OUTPUT_DIR/inference/<dataset>/ for every DATASETS.TEST entry. Distributed like
 train_net.py (torchrun).
 
-``--calibration-gammas G [G ...]`` chooses NorCal's TEST.CALIBRATION.GAMMA instead: DATASETS.TEST
-must be one set of training images; each gamma is evaluated on it (OUTPUT_DIR/calibration/) and
-the best (mask AP) is printed and written to OUTPUT_DIR/calibration_gamma.json.
+``--calibration-gammas G,G,...`` (one comma-separated argument) chooses NorCal's
+TEST.CALIBRATION.GAMMA instead: DATASETS.TEST must be one set of training images; each gamma is
+evaluated on it (OUTPUT_DIR/calibration/) and the best (mask AP) is printed and written to
+OUTPUT_DIR/calibration_gamma.json.
 """
 # The custom-environment hook runs before anything else is imported (upstream's rule).
 from maskrcnn_benchmark.utils.env import setup_environment  # noqa: F401 isort:skip
@@ -26,6 +27,18 @@ from maskrcnn_benchmark.utils.comm import get_rank
 from maskrcnn_benchmark.utils.logger import setup_logger
 
 
+def calibration_gammas(text):
+    """The gammas of ``--calibration-gammas``: comma-separated floats >= 0."""
+    try:
+        gammas = [float(g) for g in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "expected comma-separated numbers, e.g. 0,0.5,1, got {!r}".format(text))
+    if any(not g >= 0 for g in gammas):
+        raise argparse.ArgumentTypeError("gammas must be >= 0, got {!r}".format(text))
+    return gammas
+
+
 def main():
     parser = argparse.ArgumentParser(description="PyTorch Object Detection Inference")
     parser.add_argument(
@@ -33,7 +46,7 @@ def main():
         help="The path to the checkpoint for test, default is the latest checkpoint.",
     )
     parser.add_argument(
-        "--calibration-gammas", type=float, nargs="+", default=None, metavar="GAMMA",
+        "--calibration-gammas", type=calibration_gammas, default=None, metavar="G,G,...",
         help="choose NorCal's TEST.CALIBRATION.GAMMA among these on DATASETS.TEST (training images)",
     )
     add_common_arguments(parser)
@@ -59,11 +72,9 @@ def main():
     phase = ResolvedPhase.from_config(cfg)
     options = phase.evaluation_options() if phase is not None else {}
     if args.calibration_gammas is not None:
-        if any(g < 0 for g in args.calibration_gammas):
-            parser.error("--calibration-gammas must be >= 0, got {}".format(args.calibration_gammas))
         best = choose_calibration_gamma(cfg, model, num_processes > 1, args.calibration_gammas, **options)
         if best is not None:
-            print("TEST.CALIBRATION.GAMMA {:g}".format(best))
+            print("TEST.CALIBRATION.GAMMA {!r}".format(best))
     else:
         run_test(cfg, model, distributed=num_processes > 1, **options)
     if torch.distributed.is_initialized():

@@ -248,9 +248,9 @@ def choose_calibration_gamma(cfg, model, distributed, gammas, **evaluation_optio
 
     Our procedure (NorCal's code takes gamma as given): DATASETS.TEST is one LVIS-format set of
     training images (a held-out part of the training set where there is one); each gamma is
-    evaluated with run_test into OUTPUT_DIR/calibration/gamma_<gamma>/; the metric is mask AP
-    (box AP without MODEL.MASK_ON); ties go to the smaller gamma. Writes
-    OUTPUT_DIR/calibration_gamma.json {"metric", "AP": {gamma: AP}, "gamma"}.
+    evaluated with run_test into OUTPUT_DIR/calibration/gamma_<repr(gamma)>/; the metric is mask
+    AP (box AP without MODEL.MASK_ON); ties go to the smaller gamma. Writes
+    OUTPUT_DIR/calibration_gamma.json {"metric", "dataset", "AP": {repr(gamma): AP}, "gamma"}.
 
     Returns the chosen gamma on rank 0, None on the other ranks.
     """
@@ -263,7 +263,7 @@ def choose_calibration_gamma(cfg, model, distributed, gammas, **evaluation_optio
         trial = cfg.clone()
         trial.defrost()
         trial.TEST.CALIBRATION.GAMMA = gamma
-        trial.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, "calibration", "gamma_{:g}".format(gamma))
+        trial.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, "calibration", "gamma_{!r}".format(gamma))
         (result,) = run_test(trial, model, distributed, **evaluation_options)
         if result is not None:
             scores[gamma] = float(result[0][iou_type]["AP"])
@@ -271,9 +271,9 @@ def choose_calibration_gamma(cfg, model, distributed, gammas, **evaluation_optio
         return None
     best = max(scores, key=lambda g: (scores[g], -g))
     logging.getLogger("maskrcnn_benchmark.inference").info(
-        "NorCal gamma by %s AP on %s: %s -> TEST.CALIBRATION.GAMMA %g", iou_type,
-        cfg.DATASETS.TEST[0], ", ".join("{:g}: {:.4f}".format(g, v) for g, v in scores.items()), best)
+        "NorCal gamma by %s AP on %s: %s -> TEST.CALIBRATION.GAMMA %r", iou_type,
+        cfg.DATASETS.TEST[0], ", ".join("{!r}: {:.4f}".format(g, v) for g, v in scores.items()), best)
     atomic_write_json({"metric": iou_type + " AP", "dataset": cfg.DATASETS.TEST[0],
-                       "AP": {"{:g}".format(g): v for g, v in scores.items()}, "gamma": best},
+                       "AP": {repr(g): v for g, v in scores.items()}, "gamma": best},
                       os.path.join(cfg.OUTPUT_DIR, "calibration_gamma.json"))
     return best
