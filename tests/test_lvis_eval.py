@@ -14,6 +14,8 @@ import pytest
 import torch
 from lvis import LVIS, LVISEval, LVISResults
 
+from fixtures_training import tiny_cfg, write_fixture_catalog
+from maskrcnn_benchmark.data import make_data_loader
 from maskrcnn_benchmark.data.datasets.evaluation import evaluate
 from maskrcnn_benchmark.data.datasets.evaluation.lvis.bins import (
     group_ap,
@@ -27,6 +29,8 @@ from maskrcnn_benchmark.data.datasets.evaluation.lvis.lvis_eval import (
     prepare_for_lvis_detection,
     prepare_for_lvis_segmentation,
 )
+from maskrcnn_benchmark.engine.inference import run_test
+from maskrcnn_benchmark.modeling.detector import build_detection_model
 from maskrcnn_benchmark.modeling.roi_heads.mask_head.inference import Masker
 from maskrcnn_benchmark.structures.bounding_box import BoxList
 
@@ -584,3 +588,35 @@ def test_evaluate_reports_fixed_ap_of_every_prediction(tmp_path, reference):
         assert abs(written[iou_type]["fixed_AP"]["groups"]["old"]
                    - _reference_ap(ref, groups["old"])) <= 1e-9
         assert list(written[iou_type]["fixed_AP"]["bins"]) == list(PAPER_BINS)
+
+
+@pytest.mark.parametrize("fixed_ap", [True, False])
+def test_run_test_reports_fixed_ap_set_in_the_config(tmp_path, reference, fixed_ap):
+    """TEST.LVIS_FIXED_AP(_DETS_PER_CLASS) reach the evaluator through run_test's options."""
+    dets_per_class = 200  # fewer than the random weights' detections of each category
+    catalog, fixture = write_fixture_catalog(tmp_path)
+    cfg = tiny_cfg(catalog, tmp_path / "run", "MODEL.MASK_ON", False,
+                   "MODEL.ROI_HEADS.SCORE_THRESH", 0.0, "MODEL.ROI_HEADS.DETECTIONS_PER_IMG", 0,
+                   "TEST.LVIS_MAX_DETS", 10, "TEST.LVIS_FIXED_AP", fixed_ap,
+                   "TEST.LVIS_FIXED_AP_DETS_PER_CLASS", dets_per_class)
+    torch.manual_seed(0)
+    model = build_detection_model(cfg).eval()
+    run_test(cfg, model, distributed=False)
+    folder = tmp_path / "run" / "inference" / "fixture_test"
+    written = json.loads((folder / "metrics.json").read_text())
+    if not fixed_ap:
+        assert "fixed_AP" not in written["bbox"]
+        assert not (folder / "bbox_fixed_ap.json").exists()
+        return
+    predictions = torch.load(folder / "predictions.pth", weights_only=False)
+    dataset = make_data_loader(cfg, is_train=False)[0].dataset
+    uncapped = _records_of_all(dataset, predictions, "bbox")
+    per_category = np.unique([r["category_id"] for r in uncapped], return_counts=True)[1]
+    assert per_category.min() > dets_per_class  # the key limits every category
+    assert json.loads((folder / "bbox_fixed_ap.json").read_text()) == \
+        reference_top_per_category(uncapped, dets_per_class)
+    ref = fixed_ap_reference(reference, fixture.data, uncapped, "bbox", dets_per_class)
+    for key in SUMMARY_KEYS[:9]:
+        assert abs(written["bbox"]["fixed_AP"][key] - ref.results[key]) <= 1e-6, key
+    assert ref.results["AP"] > 0
+    assert list(written["bbox"]["fixed_AP"]["bins"]) == list(PAPER_BINS)
