@@ -104,6 +104,42 @@ def test_detection_limit_without_ties_keeps_exactly_the_best_in_class_order():
     torch.testing.assert_close(result.get_field("scores"), torch.tensor([0.85, 0.86, 0.7, 0.8]))
 
 
+@pytest.mark.parametrize("detections_per_img", [0, 7])
+def test_per_class_limit_keeps_each_class_best_after_nms(detections_per_img):
+    """DETECTIONS_PER_CLASS: the k best of each class after NMS (ties by candidate order), then
+    the per-image limit on what remains; 0 disables the per-image limit."""
+    generator = torch.Generator().manual_seed(3)
+    num_rois, num_classes, k = 80, 6, 3
+    proposals = _random_boxes(num_rois, generator)
+    logits = 2 * torch.randn(num_rois, num_classes, generator=generator)
+    logits[:10] = logits[10:20]  # tied scores across RoIs
+    deltas = torch.zeros(num_rois, 4 * num_classes)
+    post_processor = PostProcessor(score_thresh=0.05, nms=0.5,
+                                   detections_per_img=detections_per_img, detections_per_class=k)
+
+    (result,) = post_processor((logits, deltas), [BoxList(proposals, (WIDTH, HEIGHT))])
+
+    probs = F.softmax(logits, -1)
+    boxes, scores, labels = [], [], []
+    for j in range(1, num_classes):
+        inds = torch.nonzero(probs[:, j] > 0.05).squeeze(1)
+        keep = nms(proposals[inds] + PLUS_ONE, probs[inds, j], 0.5).sort().values
+        ranked = sorted(keep.tolist(), key=lambda i: -probs[inds[i], j].item())[:k]
+        kept = inds[sorted(ranked)]
+        boxes.append(proposals[kept])
+        scores.append(probs[kept, j])
+        labels.append(torch.full((len(kept),), j, dtype=torch.int64))
+    boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+    assert len(scores) == k * (num_classes - 1)  # every class reached the limit
+    if detections_per_img:
+        threshold = scores.sort(descending=True).values[detections_per_img - 1]
+        best = scores >= threshold
+        boxes, scores, labels = boxes[best], scores[best], labels[best]
+    torch.testing.assert_close(result.bbox, boxes)
+    torch.testing.assert_close(result.get_field("scores"), scores)
+    assert torch.equal(result.get_field("labels"), labels)
+
+
 def test_score_threshold_is_strict():
     post_processor = PostProcessor(score_thresh=0.25, nms=0.5, detections_per_img=100)
     scores = torch.tensor([[0.0, 0.25], [0.0, 0.2500001], [0.0, 0.5], [0.0, 0.1]])

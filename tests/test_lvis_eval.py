@@ -1,5 +1,5 @@
-"""FastLVISEval, the instance-count bins, tools/eval_lvis.py and the LVIS model-output side,
-checked against lvis-api's LVISEval (lvis 0.5.3, with np.float restored for it only)."""
+"""FastLVISEval, the instance-count bins, Fixed AP, tools/eval_lvis.py and the LVIS model-output
+side, checked against lvis-api's LVISEval (lvis 0.5.3, with np.float restored for it only)."""
 import copy
 import importlib.util
 import json
@@ -14,6 +14,8 @@ import pytest
 import torch
 from lvis import LVIS, LVISEval, LVISResults
 
+from fixtures_training import tiny_cfg, write_fixture_catalog
+from maskrcnn_benchmark.data import make_data_loader
 from maskrcnn_benchmark.data.datasets.evaluation import evaluate
 from maskrcnn_benchmark.data.datasets.evaluation.lvis.bins import (
     group_ap,
@@ -22,10 +24,13 @@ from maskrcnn_benchmark.data.datasets.evaluation.lvis.bins import (
     training_instance_counts,
 )
 from maskrcnn_benchmark.data.datasets.evaluation.lvis.fast_eval import FastLVISEval
+from maskrcnn_benchmark.data.datasets.evaluation.lvis.fixed_ap import fixed_ap_evaluator
 from maskrcnn_benchmark.data.datasets.evaluation.lvis.lvis_eval import (
     prepare_for_lvis_detection,
     prepare_for_lvis_segmentation,
 )
+from maskrcnn_benchmark.engine.inference import run_test
+from maskrcnn_benchmark.modeling.detector import build_detection_model
 from maskrcnn_benchmark.modeling.roi_heads.mask_head.inference import Masker
 from maskrcnn_benchmark.structures.bounding_box import BoxList
 
@@ -120,7 +125,9 @@ def make_case(seed, num_images=16, num_cats=24, max_dets=340, score_decimals=Non
 
 
 def lvis_api(tmp_path, monkeypatch):
-    """A function (gt dict, results, iou_type, max_dets=300) -> LVISEval after run()."""
+    """A function (gt dict, results, iou_type, max_dets=300) -> LVISEval after run().
+
+    max_dets < 0 switches the per-image cap off, in LVISResults and LVISEval's params."""
     def run(gt, results, iou_type, max_dets=300):
         monkeypatch.setattr(np, "float", float, raising=False)  # lvis 0.5.3 needs the alias
         path = str(tmp_path / "reference_gt.json")
@@ -129,6 +136,7 @@ def lvis_api(tmp_path, monkeypatch):
         lvis_gt = LVIS(path)
         lvis_dt = LVISResults(lvis_gt, copy.deepcopy(results), max_dets=max_dets)
         evaluator = LVISEval(lvis_gt, lvis_dt, iou_type)
+        evaluator.params.max_dets = max_dets
         evaluator.run()
         monkeypatch.undo()
         return evaluator
@@ -219,6 +227,47 @@ def test_unknown_image_is_an_error(tmp_path):
     results.append(dict(results[0], image_id=999999))
     with pytest.raises(ValueError, match="999999"):
         ours(tmp_path, gt, results, "bbox")
+
+
+# ---------------------------------------------------------------------------- Fixed AP
+FIXED_AP_KEYS = SUMMARY_KEYS[:9] + ["AR@-1", "ARs@-1", "ARm@-1", "ARl@-1"]
+
+
+def reference_top_per_category(results, k):
+    """The protocol of Dave et al. 2021 (Sec. 3) written out: per category, the k best results
+    by score (a stable sort, so ties keep the earlier record), listed in the input order."""
+    kept = set()
+    for cat in {r["category_id"] for r in results}:
+        mine = [i for i, r in enumerate(results) if r["category_id"] == cat]
+        kept.update(sorted(mine, key=lambda i: -results[i]["score"])[:k])
+    return [results[i] for i in sorted(kept)]
+
+
+def fixed_ap_reference(reference, gt, results, iou_type, k):
+    """lvis-api's LVISEval, per-image cap off, on the test's own top-k per category."""
+    return reference(gt, reference_top_per_category(results, k), iou_type, max_dets=-1)
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+@pytest.mark.parametrize("seed, k, score_decimals", [(20, 25, None), (21, 40, 2), (22, 10 ** 6, None)])
+def test_fixed_ap_equals_the_protocol_on_lvis_api(tmp_path, reference, iou_type, seed, k,
+                                                   score_decimals):
+    gt, results = make_case(seed=seed, num_images=12, max_dets=500,
+                            score_decimals=score_decimals)
+    per_image = np.unique([r["image_id"] for r in results], return_counts=True)[1]
+    assert per_image.max() > 300  # the standard cap would drop results here
+    fast = fixed_ap_evaluator(LVIS(_write(tmp_path / "gt.json", gt)), results, iou_type, k)
+    ref = fixed_ap_reference(reference, gt, results, iou_type, k)
+    assert_same_evaluation(fast, ref, keys=FIXED_AP_KEYS)
+    if k < 10 ** 6:
+        per_category = np.unique([r["category_id"] for r in results], return_counts=True)[1]
+        assert per_category.max() > k  # the per-category limit is active
+        standard = reference(gt, results, iou_type)
+        assert fast.results["AP"] != standard.results["AP"]
+    counts = {c["id"]: n for c, n in zip(gt["categories"], [1, 3, 7, 20, 200, 2000] * 4)}
+    for label, member in PAPER_BINS.items():
+        cats = [c for c in ref.params.cat_ids if member(counts[c])]
+        assert abs(instance_count_bin_ap(fast, counts)[label] - _reference_ap(ref, cats)) <= 1e-12
 
 
 # ---------------------------------------------------------------------------- bins, groups
@@ -336,6 +385,32 @@ def _cli_main():
     return module.main
 
 
+def test_cli_fixed_ap(tmp_path, reference, capsys):
+    gt, results = make_case(seed=23, num_images=8)
+    results = [r for r in results if r["category_id"] in {c["id"] for c in gt["categories"]}]
+    for r in results:
+        del r["segmentation"]
+    train = {"categories": [dict(c, instance_count=(k * 41) % 1500)
+                            for k, c in enumerate(gt["categories"])]}
+    out = tmp_path / "metrics.json"
+    _cli_main()(["--gt", _write(tmp_path / "val.json", gt), "--dt", _write(tmp_path / "dt.json",
+                 results), "--iou-type", "bbox", "--train", _write(tmp_path / "train.json", train),
+                 "--fixed-ap", "--dets-per-cat", "30", "--out", str(out)])
+    assert "Fixed AP (30 results per category, no per-image cap)" in capsys.readouterr().out
+    metrics = json.loads(out.read_text())
+    standard = reference(gt, results, "bbox")
+    fixed = fixed_ap_reference(reference, gt, results, "bbox", 30)
+    for key in SUMMARY_KEYS[:9]:
+        assert abs(metrics[key] - standard.results[key]) <= 1e-6, key
+        assert abs(metrics["fixed_AP"][key] - fixed.results[key]) <= 1e-6, key
+    counts = {c["id"]: c["instance_count"] for c in train["categories"]}
+    for label, member in PAPER_BINS.items():
+        cats = [c for c in fixed.params.cat_ids if member(counts[c])]
+        assert abs(metrics["fixed_AP"]["bins"][label] - _reference_ap(fixed, cats)) <= 1e-9
+    with pytest.raises(SystemExit):
+        _cli_main()(["--gt", "a", "--dt", "b", "--iou-type", "bbox", "--dets-per-cat", "0"])
+
+
 def test_cli_bad_inputs(tmp_path):
     gt, results = make_case(seed=12, num_images=4)
     results = [r for r in results if r["category_id"] in {c["id"] for c in gt["categories"]}]
@@ -447,6 +522,12 @@ def test_prepare_for_lvis(tmp_path):
         np.testing.assert_array_equal(decoded.transpose(2, 0, 1), pasted[:, 0].numpy())
 
 
+def _records_of_all(dataset, predictions, iou_type):
+    """Result records of every prediction, none capped."""
+    prepare = prepare_for_lvis_detection if iou_type == "bbox" else prepare_for_lvis_segmentation
+    return json.loads(json.dumps(prepare(predictions, dataset, max_dets=-1)))
+
+
 def test_evaluate_dispatches_lvis_and_writes_files(tmp_path, reference):
     gt, _ = make_case(seed=14, num_images=6)
     dataset = _lvis_dataset(tmp_path, gt)
@@ -477,3 +558,65 @@ def test_evaluate_dispatches_lvis_and_writes_files(tmp_path, reference):
 
     with pytest.raises(NotImplementedError, match="PascalVOCDataset"):
         evaluate(PascalVOCDataset(), predictions, None)
+
+
+def test_evaluate_reports_fixed_ap_of_every_prediction(tmp_path, reference):
+    gt, _ = make_case(seed=15, num_images=4)
+    dataset = _lvis_dataset(tmp_path, gt)
+    predictions = _predictions_for(gt, dataset, np.random.default_rng(2), extra=320)
+    assert max(len(p) for p in predictions) > 300
+    train = {"categories": [dict(c, instance_count=k * 5) for k, c in enumerate(gt["categories"])]}
+    groups = {"old": [c["id"] for c in gt["categories"][:8]]}
+    out = tmp_path / "eval"
+    out.mkdir()
+    metrics, results = evaluate(dataset, predictions, str(out), box_only=False,
+                                iou_types=("bbox", "segm"), train_annotations=train,
+                                category_groups=groups, fixed_ap_dets_per_class=40)
+    written = json.loads((out / "metrics.json").read_text())
+    for iou_type in ("bbox", "segm"):
+        standard = reference(gt, results[iou_type], iou_type)
+        assert abs(written[iou_type]["AP"] - standard.results["AP"]) <= 1e-6
+        # Fixed AP reads every prediction (no per-image cap), not the 300-capped records.
+        uncapped = _records_of_all(dataset, predictions, iou_type)
+        assert len(uncapped) > len(results[iou_type])
+        kept = json.loads((out / "{}_fixed_ap.json".format(iou_type)).read_text())
+        assert kept == reference_top_per_category(uncapped, 40)
+        ref = fixed_ap_reference(reference, gt, uncapped, iou_type, 40)
+        for key in SUMMARY_KEYS[:9]:
+            assert abs(written[iou_type]["fixed_AP"][key] - ref.results[key]) <= 1e-6, key
+            assert abs(metrics[iou_type]["fixed_AP"][key] - ref.results[key]) <= 1e-6, key
+        assert abs(written[iou_type]["fixed_AP"]["groups"]["old"]
+                   - _reference_ap(ref, groups["old"])) <= 1e-9
+        assert list(written[iou_type]["fixed_AP"]["bins"]) == list(PAPER_BINS)
+
+
+@pytest.mark.parametrize("fixed_ap", [True, False])
+def test_run_test_reports_fixed_ap_set_in_the_config(tmp_path, reference, fixed_ap):
+    """TEST.LVIS_FIXED_AP(_DETS_PER_CLASS) reach the evaluator through run_test's options."""
+    dets_per_class = 200  # fewer than the random weights' detections of each category
+    catalog, fixture = write_fixture_catalog(tmp_path)
+    cfg = tiny_cfg(catalog, tmp_path / "run", "MODEL.MASK_ON", False,
+                   "MODEL.ROI_HEADS.SCORE_THRESH", 0.0, "MODEL.ROI_HEADS.DETECTIONS_PER_IMG", 0,
+                   "TEST.LVIS_MAX_DETS", 10, "TEST.LVIS_FIXED_AP", fixed_ap,
+                   "TEST.LVIS_FIXED_AP_DETS_PER_CLASS", dets_per_class)
+    torch.manual_seed(0)
+    model = build_detection_model(cfg).eval()
+    run_test(cfg, model, distributed=False)
+    folder = tmp_path / "run" / "inference" / "fixture_test"
+    written = json.loads((folder / "metrics.json").read_text())
+    if not fixed_ap:
+        assert "fixed_AP" not in written["bbox"]
+        assert not (folder / "bbox_fixed_ap.json").exists()
+        return
+    predictions = torch.load(folder / "predictions.pth", weights_only=False)
+    dataset = make_data_loader(cfg, is_train=False)[0].dataset
+    uncapped = _records_of_all(dataset, predictions, "bbox")
+    per_category = np.unique([r["category_id"] for r in uncapped], return_counts=True)[1]
+    assert per_category.min() > dets_per_class  # the key limits every category
+    assert json.loads((folder / "bbox_fixed_ap.json").read_text()) == \
+        reference_top_per_category(uncapped, dets_per_class)
+    ref = fixed_ap_reference(reference, fixture.data, uncapped, "bbox", dets_per_class)
+    for key in SUMMARY_KEYS[:9]:
+        assert abs(written["bbox"]["fixed_AP"][key] - ref.results[key]) <= 1e-6, key
+    assert ref.results["AP"] > 0
+    assert list(written["bbox"]["fixed_AP"]["bins"]) == list(PAPER_BINS)

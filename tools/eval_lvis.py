@@ -1,7 +1,8 @@
 """Evaluate an LVIS results file with the LVIS protocol (numbers identical to lvis-api's LVISEval).
 
     python tools/eval_lvis.py --gt VAL.json --dt RESULTS.json --iou-type segm|bbox \
-        [--train TRAIN.json] [--groups GROUPS.json] [--out metrics.json]
+        [--train TRAIN.json] [--groups GROUPS.json] [--fixed-ap [--dets-per-cat 10000]] \
+        [--out metrics.json]
 
 RESULTS.json is a list of {image_id, category_id, score, bbox [x, y, w, h] | segmentation
 (compressed RLE)}. Prints LVISEval's summary (AP, AP50, AP75, APs/m/l, APr/c/f, AR), then,
@@ -9,6 +10,12 @@ with --train, the AP per training instance-count bin of the LST paper ((0,1], (0
 [10,100), [100,1000), [1000,-)). --out writes metrics.json (atomically): LVISEval's keys on its
 0..1 scale (-1 when undefined), "bins" (with --train), "groups" (with --groups: a json object
 {name: [category ids]}) and "per_category_AP" {category id: AP}.
+
+--fixed-ap adds Fixed AP (Dave et al. 2021): the --dets-per-cat best results of each category
+over the file (10,000 on LVIS), no per-image cap; printed after the standard summary, and in
+metrics.json as "fixed_AP" (the same keys, bins and groups, AR as "AR@-1"). The results should
+come from an inference without a per-image cap (MODEL.ROI_HEADS.DETECTIONS_PER_IMG 0), e.g. the
+<iou type>_fixed_ap.json that TEST.LVIS_FIXED_AP writes.
 """
 import argparse
 import json
@@ -18,6 +25,10 @@ import sys
 from maskrcnn_benchmark.utils.miscellaneous import atomic_write_json
 from maskrcnn_benchmark.data.datasets.evaluation.lvis.bins import training_instance_counts
 from maskrcnn_benchmark.data.datasets.evaluation.lvis.fast_eval import FastLVISEval
+from maskrcnn_benchmark.data.datasets.evaluation.lvis.fixed_ap import (
+    FIXED_AP_DETS_PER_CLASS,
+    fixed_ap_evaluator,
+)
 from maskrcnn_benchmark.data.datasets.evaluation.lvis.lvis_eval import lvis_metrics
 from maskrcnn_benchmark.data.datasets.evaluation.lvis.results_file import (
     EvaluationInputError,
@@ -35,8 +46,24 @@ def parse_args(argv=None):
     parser.add_argument("--groups", help="json object {group name: [category ids]}")
     parser.add_argument("--max-dets", type=int, default=300,
                         help="detections per image across categories (LVIS: 300)")
+    parser.add_argument("--fixed-ap", action="store_true",
+                        help="also report Fixed AP (Dave et al. 2021; no per-image cap)")
+    parser.add_argument("--dets-per-cat", type=int, default=FIXED_AP_DETS_PER_CLASS,
+                        help="Fixed AP: results kept per category over the dataset (10000)")
     parser.add_argument("--out", help="metrics.json to write")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.dets_per_cat <= 0:
+        parser.error("--dets-per-cat must be positive, got {}".format(args.dets_per_cat))
+    return args
+
+
+def _print_sections(metrics):
+    for section in ("bins", "groups"):
+        if section in metrics:
+            print("AP per {}:".format("training instance-count bin" if section == "bins"
+                                      else "category group"))
+            for name, value in metrics[section].items():
+                print(" {:<12} {:0.3f}".format(name, value))
 
 
 def _load_train_counts(path):
@@ -93,12 +120,13 @@ def main(argv=None):
     evaluator.run()
     print("\n".join(evaluator.summary_lines()))
     metrics = lvis_metrics(evaluator, instance_counts, groups)
-    for section in ("bins", "groups"):
-        if section in metrics:
-            print("AP per {}:".format("training instance-count bin" if section == "bins"
-                                      else "category group"))
-            for name, value in metrics[section].items():
-                print(" {:<12} {:0.3f}".format(name, value))
+    _print_sections(metrics)
+    if args.fixed_ap:
+        fixed = fixed_ap_evaluator(lvis_gt, results, args.iou_type, args.dets_per_cat)
+        print("Fixed AP ({} results per category, no per-image cap):".format(args.dets_per_cat))
+        print("\n".join(fixed.summary_lines()))
+        metrics["fixed_AP"] = lvis_metrics(fixed, instance_counts, groups)
+        _print_sections(metrics["fixed_AP"])
     if args.out:
         atomic_write_json(metrics, args.out)
 

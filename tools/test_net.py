@@ -3,6 +3,11 @@
 The weights are ``--ckpt`` if given, else the last checkpoint of OUTPUT_DIR, else MODEL.WEIGHT.
 Results go to OUTPUT_DIR/inference/<dataset>/ for every DATASETS.TEST entry. Distributed like
 train_net.py (torchrun).
+
+``--calibration-gammas G,G,...`` (one comma-separated argument) chooses NorCal's
+TEST.CALIBRATION.GAMMA instead: DATASETS.TEST must be one set of training images; each gamma is
+evaluated on it (OUTPUT_DIR/calibration/) and the best (mask AP) is printed and written to
+OUTPUT_DIR/calibration_gamma.json.
 """
 # The custom-environment hook runs before anything else is imported (upstream's rule).
 from maskrcnn_benchmark.utils.env import setup_environment  # noqa: F401 isort:skip
@@ -13,7 +18,7 @@ import torch
 
 from maskrcnn_benchmark.config import cfg
 from maskrcnn_benchmark.engine.cli import add_common_arguments, init_distributed, load_config, parse_arguments, run_tool_main
-from maskrcnn_benchmark.engine.inference import run_test
+from maskrcnn_benchmark.engine.inference import choose_calibration_gamma, run_test
 from maskrcnn_benchmark.lst import ResolvedPhase
 from maskrcnn_benchmark.modeling.detector import build_detection_model
 from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
@@ -22,11 +27,27 @@ from maskrcnn_benchmark.utils.comm import get_rank
 from maskrcnn_benchmark.utils.logger import setup_logger
 
 
+def calibration_gammas(text):
+    """The gammas of ``--calibration-gammas``: comma-separated floats >= 0."""
+    try:
+        gammas = [float(g) for g in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "expected comma-separated numbers, e.g. 0,0.5,1, got {!r}".format(text))
+    if any(not g >= 0 for g in gammas):
+        raise argparse.ArgumentTypeError("gammas must be >= 0, got {!r}".format(text))
+    return gammas
+
+
 def main():
     parser = argparse.ArgumentParser(description="PyTorch Object Detection Inference")
     parser.add_argument(
         "--ckpt", default=None,
         help="The path to the checkpoint for test, default is the latest checkpoint.",
+    )
+    parser.add_argument(
+        "--calibration-gammas", type=calibration_gammas, default=None, metavar="G,G,...",
+        help="choose NorCal's TEST.CALIBRATION.GAMMA among these on DATASETS.TEST (training images)",
     )
     add_common_arguments(parser)
     args = parse_arguments(parser)
@@ -49,7 +70,13 @@ def main():
 
     # An LST phase config is evaluated on the phase's classes, with the old / new / all groups.
     phase = ResolvedPhase.from_config(cfg)
-    run_test(cfg, model, distributed=num_processes > 1, **(phase.evaluation_options() if phase is not None else {}))
+    options = phase.evaluation_options() if phase is not None else {}
+    if args.calibration_gammas is not None:
+        best = choose_calibration_gamma(cfg, model, num_processes > 1, args.calibration_gammas, **options)
+        if best is not None:
+            print("TEST.CALIBRATION.GAMMA {!r}".format(best))
+    else:
+        run_test(cfg, model, distributed=num_processes > 1, **options)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 

@@ -148,7 +148,10 @@ _C.MODEL.ROI_HEADS.POSITIVE_FRACTION = 0.25
 # Inference only
 _C.MODEL.ROI_HEADS.SCORE_THRESH = 0.05  # drop detections scoring below this
 _C.MODEL.ROI_HEADS.NMS = 0.5  # per-class NMS IoU threshold
-_C.MODEL.ROI_HEADS.DETECTIONS_PER_IMG = 100  # detections kept per image (across classes)
+_C.MODEL.ROI_HEADS.DETECTIONS_PER_IMG = 100  # detections kept per image (across classes); 0: no limit
+# Detections kept per class in each image (after NMS, before DETECTIONS_PER_IMG); 0: no limit.
+# Fixed AP (Dave et al. 2021) wants DETECTIONS_PER_IMG 0 and a low SCORE_THRESH (their 0.0001).
+_C.MODEL.ROI_HEADS.DETECTIONS_PER_CLASS = 0
 
 # ---------------------------------------------------------------------------
 # Box head
@@ -427,6 +430,19 @@ _C.TEST.IMS_PER_BATCH = 8  # images per batch over all GPUs
 _C.TEST.DETECTIONS_PER_IMG = 100  # RetinaNet only; the box head uses MODEL.ROI_HEADS.DETECTIONS_PER_IMG
 # LST: detections per image kept for LVIS evaluation, across categories (LVIS protocol; lvis-api default).
 _C.TEST.LVIS_MAX_DETS = 300
+# Also report Fixed AP (Dave et al. 2021): the LVIS_FIXED_AP_DETS_PER_CLASS best detections of each
+# category over the dataset, no per-image cap (metrics.json: "fixed_AP" in each iou type). Infer
+# with MODEL.ROI_HEADS.DETECTIONS_PER_IMG 0 for the protocol's full lists.
+_C.TEST.LVIS_FIXED_AP = False
+_C.TEST.LVIS_FIXED_AP_DETS_PER_CLASS = 10000  # Dave et al. 2021, Sec. 3
+
+# Post-hoc calibration NorCal (Pan et al., NeurIPS 2021): foreground softmax scores divided by
+# N_j^GAMMA, N_j the training images of class j (DATASETS.TRAIN's one json), background kept, then
+# renormalised over all classes (RENORM). GAMMA 0: off. Choose GAMMA with test_net.py
+# --calibration-gammas on training images (README, "Post-hoc calibration").
+_C.TEST.CALIBRATION = CN()
+_C.TEST.CALIBRATION.GAMMA = 0.0
+_C.TEST.CALIBRATION.RENORM = True
 
 # Box test-time augmentation (not built in this fork; kept so upstream YAMLs merge)
 _C.TEST.BBOX_AUG = CN()

@@ -6,6 +6,7 @@ gathered on rank 0 only, put in dataset order, saved as ``predictions.pth`` and 
 """
 import logging
 import os
+from collections import OrderedDict
 
 import torch
 from tqdm import tqdm
@@ -13,8 +14,9 @@ from tqdm import tqdm
 from maskrcnn_benchmark.data import check_num_classes, make_data_loader
 from maskrcnn_benchmark.data.catalog import load_dataset_catalog
 from maskrcnn_benchmark.data.datasets.evaluation import evaluate
+from maskrcnn_benchmark.modeling.roi_heads.box_head.calibration import calibrate_box_head
 from maskrcnn_benchmark.utils.comm import gather, get_world_size, is_main_process, synchronize
-from maskrcnn_benchmark.utils.miscellaneous import atomic_torch_save, mkdir
+from maskrcnn_benchmark.utils.miscellaneous import atomic_torch_save, atomic_write_json, mkdir
 from maskrcnn_benchmark.utils.timer import Timer, get_time_str
 
 from .mixed_precision import autocast
@@ -112,7 +114,7 @@ def inference(
         output_folder (str, optional): where predictions.pth and the evaluation files go.
         dtype (str): DTYPE; "float16"/"bfloat16" run the model under autocast.
         evaluation_options (dict, optional): extra keyword arguments of the dataset's evaluator
-            (for LVIS: max_dets, train_annotations, category_groups).
+            (for LVIS: max_dets, train_annotations, category_groups, fixed_ap_dets_per_class).
 
     Returns the evaluation result on rank 0, None on the other ranks.
     """
@@ -164,18 +166,27 @@ def lvis_evaluation_options(cfg, category_ids=None, category_groups=None):
     training annotations (for the paper's instance-count bins) when DATASETS.TRAIN is one
     dataset, and, when given, the only categories evaluated (``category_ids``, e.g. an LST
     phase's seen classes) and named AP groups of them (``category_groups``, e.g. "old", "new",
-    "all")."""
+    "all"); with TEST.LVIS_FIXED_AP, Fixed AP at TEST.LVIS_FIXED_AP_DETS_PER_CLASS."""
     options = {"max_dets": cfg.TEST.LVIS_MAX_DETS}
+    if cfg.TEST.LVIS_FIXED_AP:
+        options["fixed_ap_dets_per_class"] = cfg.TEST.LVIS_FIXED_AP_DETS_PER_CLASS
     if category_ids is not None:
         options["category_ids"] = list(category_ids)
     if category_groups is not None:
         options["category_groups"] = {name: list(ids) for name, ids in category_groups.items()}
-    if len(cfg.DATASETS.TRAIN) == 1:
-        catalog = load_dataset_catalog(cfg)
-        train_annotations = catalog.get(cfg.DATASETS.TRAIN[0])["args"]["ann_file"]
-        if os.path.isfile(train_annotations):
-            options["train_annotations"] = train_annotations
+    train_annotations = training_annotations_file(cfg)
+    if train_annotations is not None:
+        options["train_annotations"] = train_annotations
     return options
+
+
+def training_annotations_file(cfg):
+    """The annotation json of DATASETS.TRAIN when it is one dataset whose file exists, else None."""
+    if len(cfg.DATASETS.TRAIN) != 1:
+        return None
+    catalog = load_dataset_catalog(cfg)
+    train_annotations = catalog.get(cfg.DATASETS.TRAIN[0])["args"]["ann_file"]
+    return train_annotations if os.path.isfile(train_annotations) else None
 
 
 def iou_types_of(cfg):
@@ -185,6 +196,8 @@ def iou_types_of(cfg):
 
 def run_test(cfg, model, distributed, category_ids=None, category_groups=None):
     """Evaluate ``model`` on every DATASETS.TEST entry, writing to OUTPUT_DIR/inference/<name>/.
+
+    TEST.CALIBRATION.GAMMA > 0 sets NorCal on the box head (its N_j from DATASETS.TRAIN), 0 clears it.
 
     ``category_ids`` restricts the datasets (and the evaluation) to those categories, in label
     order; ``category_groups`` adds the AP of named groups of them (LVIS evaluation).
@@ -205,6 +218,8 @@ def run_test(cfg, model, distributed, category_ids=None, category_groups=None):
     check_num_classes(cfg, [loader.dataset for loader in data_loaders_val], dataset_names)
     results = []
     for output_folder, dataset_name, data_loader_val in zip(output_folders, dataset_names, data_loaders_val):
+        calibrate_box_head(model, cfg, data_loader_val.dataset,
+                           training_annotations_file(cfg) if cfg.TEST.CALIBRATION.GAMMA > 0 else None)
         results.append(
             inference(
                 model,
@@ -226,3 +241,39 @@ def run_test(cfg, model, distributed, category_ids=None, category_groups=None):
         )
         synchronize()
     return results
+
+
+def choose_calibration_gamma(cfg, model, distributed, gammas, **evaluation_options):
+    """NorCal's gamma by grid search: the one of ``gammas`` with the highest AP on DATASETS.TEST.
+
+    Our procedure (NorCal's code takes gamma as given): DATASETS.TEST is one LVIS-format set of
+    training images (a held-out part of the training set where there is one); each gamma is
+    evaluated with run_test into OUTPUT_DIR/calibration/gamma_<repr(gamma)>/; the metric is mask
+    AP (box AP without MODEL.MASK_ON); ties go to the smaller gamma. Writes
+    OUTPUT_DIR/calibration_gamma.json {"metric", "dataset", "AP": {repr(gamma): AP}, "gamma"}.
+
+    Returns the chosen gamma on rank 0, None on the other ranks.
+    """
+    if len(cfg.DATASETS.TEST) != 1:
+        raise ValueError("choosing TEST.CALIBRATION.GAMMA needs one DATASETS.TEST dataset (training "
+                         "images), got {}".format(list(cfg.DATASETS.TEST)))
+    iou_type = iou_types_of(cfg)[-1]
+    scores = OrderedDict()
+    for gamma in sorted(set(float(g) for g in gammas)):
+        trial = cfg.clone()
+        trial.defrost()
+        trial.TEST.CALIBRATION.GAMMA = gamma
+        trial.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, "calibration", "gamma_{!r}".format(gamma))
+        (result,) = run_test(trial, model, distributed, **evaluation_options)
+        if result is not None:
+            scores[gamma] = float(result[0][iou_type]["AP"])
+    if not is_main_process():
+        return None
+    best = max(scores, key=lambda g: (scores[g], -g))
+    logging.getLogger("maskrcnn_benchmark.inference").info(
+        "NorCal gamma by %s AP on %s: %s -> TEST.CALIBRATION.GAMMA %r", iou_type,
+        cfg.DATASETS.TEST[0], ", ".join("{!r}: {:.4f}".format(g, v) for g, v in scores.items()), best)
+    atomic_write_json({"metric": iou_type + " AP", "dataset": cfg.DATASETS.TEST[0],
+                       "AP": {repr(g): v for g, v in scores.items()}, "gamma": best},
+                      os.path.join(cfg.OUTPUT_DIR, "calibration_gamma.json"))
+    return best

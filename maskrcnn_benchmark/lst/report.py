@@ -3,7 +3,9 @@
 Three reports:
 
 * Table 1 of the LST paper (plus APr/c/f): one row per model, read from the metrics.json that
-  the LVIS evaluation writes ({"bbox": {...}, "segm": {...}}, see lvis_eval.lvis_metrics).
+  the LVIS evaluation writes ({"bbox": {...}, "segm": {...}}, see lvis_eval.lvis_metrics); when
+  a row's metrics.json has Fixed AP (TEST.LVIS_FIXED_AP: "segm"."fixed_AP"), the table gains
+  Fixed AP columns.
 * The LST phase report: one row per class-incremental phase of an experiment directory
   (phases.json and phase_<t>/inference/<dataset>/metrics.json), with the AP of the old, new and
   all classes, and its plots (AP per phase, like the paper's Figures 7-8; AP per bin).
@@ -33,21 +35,29 @@ PLOT_DPI = 150
 BIN_LABELS = list(INSTANCE_COUNT_BINS)
 GROUP_NAMES = ("old", "new", "all")
 
-# Metric columns: column name -> (iou type, key, key inside that entry or None).
+# Metric columns: column name -> location, the keys from the iou type down to the value.
 _BIN_COLUMNS = [("AP" + label, ("segm", "bins", label)) for label in BIN_LABELS]
 _SUMMARY_COLUMNS = [
-    ("AP", ("segm", "AP", None)),
-    ("AP50", ("segm", "AP50", None)),
-    ("AP75", ("segm", "AP75", None)),
-    ("AP^bb", ("bbox", "AP", None)),
-    ("APr", ("segm", "APr", None)),
-    ("APc", ("segm", "APc", None)),
-    ("APf", ("segm", "APf", None)),
+    ("AP", ("segm", "AP")),
+    ("AP50", ("segm", "AP50")),
+    ("AP75", ("segm", "AP75")),
+    ("AP^bb", ("bbox", "AP")),
+    ("APr", ("segm", "APr")),
+    ("APc", ("segm", "APc")),
+    ("APf", ("segm", "APf")),
 ]
 _GROUP_COLUMNS = [("AP " + name, ("segm", "groups", name)) for name in GROUP_NAMES]
+# Fixed AP (Dave et al. 2021, Sec. 3), in Table 1 only when a row's metrics.json has it.
+FIXED_AP_LOCATION = ("segm", "fixed_AP")
+_FIXED_AP_COLUMNS = [
+    ("Fixed AP", FIXED_AP_LOCATION + ("AP",)),
+    ("Fixed AP(0,10)", FIXED_AP_LOCATION + ("bins", "(0,10)")),
+    ("Fixed APr", FIXED_AP_LOCATION + ("APr",)),
+]
 
 TABLE1_METRICS = OrderedDict(_BIN_COLUMNS + _SUMMARY_COLUMNS)
 TABLE1_COLUMNS = ["model"] + list(TABLE1_METRICS)
+TABLE1_FIXED_AP_METRICS = OrderedDict(_FIXED_AP_COLUMNS)
 PHASE_METRICS = OrderedDict(_BIN_COLUMNS + _SUMMARY_COLUMNS + _GROUP_COLUMNS)
 PHASE_COLUMNS = ["phase", "#classes"] + list(PHASE_METRICS)
 
@@ -82,23 +92,28 @@ def load_metrics(path):
     return metrics
 
 
-def _metric_value(metrics, location, path):
-    """The AP at ``location`` (iou type, key, sub-key) in percent, rounded to one decimal, or
-    None when it is missing or undefined (-1 or NaN)."""
-    iou_type, key, sub_key = location
-    value = metrics.get(iou_type, {}).get(key)
-    if sub_key is not None:
+def _metric_entry(metrics, location, path):
+    """The value at ``location`` (keys from the iou type down), or None when a key is missing."""
+    value = metrics
+    for depth, key in enumerate(location):
+        if not isinstance(value, dict):
+            raise ReportInputError("metrics file {}: {} is not an object".format(
+                path, ".".join('"{}"'.format(k) for k in location[:depth])))
+        value = value.get(key)
         if value is None:
             return None
-        if not isinstance(value, dict):
-            raise ReportInputError("metrics file {}: \"{}\".\"{}\" is not an object".format(
-                path, iou_type, key))
-        value = value.get(sub_key)
+    return value
+
+
+def _metric_value(metrics, location, path):
+    """The AP at ``location`` (keys from the iou type down) in percent, rounded to one decimal,
+    or None when it is missing or undefined (-1 or NaN)."""
+    value = _metric_entry(metrics, location, path)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ReportInputError("metrics file {}: {} is {!r}, not a number".format(
-            path, ".".join(k for k in location if k is not None), value))
+            path, ".".join(location), value))
     if math.isnan(value) or value < 0:
         return None
     return round(100.0 * value, 1)
@@ -106,7 +121,7 @@ def _metric_value(metrics, location, path):
 
 def metric_values(metrics, columns, path):
     """OrderedDict column -> percent (one decimal) or None, for the ``columns`` mapping
-    (TABLE1_METRICS or PHASE_METRICS)."""
+    (TABLE1_METRICS, TABLE1_FIXED_AP_METRICS or PHASE_METRICS)."""
     return OrderedDict((name, _metric_value(metrics, location, path))
                        for name, location in columns.items())
 
@@ -185,19 +200,34 @@ def table1_rows(entries):
 
     Returns:
         list[OrderedDict]: "model", "metrics_file", "status" ("ok" or "not run", when the file
-        does not exist) and a value (percent or None) per column of TABLE1_METRICS.
+        does not exist) and a value (percent or None) per column of TABLE1_METRICS, and of
+        TABLE1_FIXED_AP_METRICS in every row when one row's metrics.json has Fixed AP.
     """
-    rows = []
+    rows, fixed_ap = [], False
     for model, metrics_file in entries:
         row = OrderedDict([("model", model), ("metrics_file", metrics_file)])
         if os.path.isfile(metrics_file):
+            metrics = load_metrics(metrics_file)
             row["status"] = "ok"
-            row.update(metric_values(load_metrics(metrics_file), TABLE1_METRICS, metrics_file))
+            row.update(metric_values(metrics, TABLE1_METRICS, metrics_file))
+            if _metric_entry(metrics, FIXED_AP_LOCATION, metrics_file) is not None:
+                fixed_ap = True
+                row.update(metric_values(metrics, TABLE1_FIXED_AP_METRICS, metrics_file))
         else:
             row["status"] = "not run"
             row.update((name, None) for name in TABLE1_METRICS)
         rows.append(row)
+    if fixed_ap:
+        for row in rows:
+            for name in TABLE1_FIXED_AP_METRICS:
+                row.setdefault(name, None)
     return rows
+
+
+def table1_columns(rows):
+    """TABLE1_COLUMNS, plus the Fixed AP columns when the rows have them."""
+    fixed_ap = any(name in row for row in rows for name in TABLE1_FIXED_AP_METRICS)
+    return TABLE1_COLUMNS + (list(TABLE1_FIXED_AP_METRICS) if fixed_ap else [])
 
 
 def table1_markdown(rows, title=None, note=None):
@@ -205,9 +235,14 @@ def table1_markdown(rows, title=None, note=None):
     cells = [row if row["status"] == "ok" else dict(row, **{TABLE1_COLUMNS[1]: "not run"})
              for row in rows]
     parts = ["## " + title] if title else []
-    parts.append(markdown_table(TABLE1_COLUMNS, cells))
+    columns = table1_columns(rows)
+    parts.append(markdown_table(columns, cells))
     parts.append("Mask AP (%) unless stated; AP^bb is box AP; {} = undefined (no category with "
                  "ground truth).".format(UNDEFINED))
+    if columns != TABLE1_COLUMNS:
+        parts.append("Fixed AP (Dave et al. 2021): each category's best detections over the "
+                     "dataset (TEST.LVIS_FIXED_AP_DETS_PER_CLASS), no per-image cap; {} where a "
+                     "run did not compute it.".format(UNDEFINED))
     if note:
         parts.append(note)
     return "\n\n".join(parts) + "\n"
@@ -224,7 +259,7 @@ def write_table1(entries, output_dir, title="Table 1", note=None, name="table1")
     rows = table1_rows(entries)
     markdown = table1_markdown(rows, title, note)
     atomic_write_text(os.path.join(output_dir, name + ".md"), markdown)
-    atomic_write_json({"title": title, "note": note, "columns": TABLE1_COLUMNS, "rows": rows},
+    atomic_write_json({"title": title, "note": note, "columns": table1_columns(rows), "rows": rows},
                       os.path.join(output_dir, name + ".json"))
     series = [(row["model"], row) for row in rows if row["status"] == "ok"]
     plot_grouped_bins(series, os.path.join(output_dir, name + "_ap_per_bin.png"),

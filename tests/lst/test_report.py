@@ -143,6 +143,41 @@ def test_table1_missing_run_and_undefined_values(tmp_path):
     check_png(tmp_path / "report" / "table1_ap_per_bin.png")
 
 
+def test_table1_gains_fixed_ap_columns_when_a_run_has_fixed_ap(tmp_path):
+    with_fixed = make_metrics(5)
+    # Fixed AP as the LVIS evaluator writes it: the same keys, bins included, under "fixed_AP"
+    with_fixed["segm"]["fixed_AP"] = make_metrics(6)["segm"]
+    with_fixed["segm"]["fixed_AP"]["APr"] = -1.0  # no rare category with ground truth
+    without = make_metrics(7)
+    entries = [("Fixed", write_json(tmp_path / "f.json", with_fixed)),
+               ("Standard only", write_json(tmp_path / "s.json", without)),
+               ("Not yet", str(tmp_path / "missing.json"))]
+    markdown = write_table1(entries, str(tmp_path / "report"))
+    columns = TABLE1_COLUMNS + ["Fixed AP", "Fixed AP(0,10)", "Fixed APr"]
+    header = [line for line in markdown.splitlines() if line.startswith("|")][0]
+    assert [c.strip() for c in header.strip("|").split("|")] == columns
+    assert "Dave et al. 2021" in markdown
+    fixed_row, standard_row, missing_row = markdown_rows(markdown)
+    fixed = with_fixed["segm"]["fixed_AP"]
+    assert fixed_row == (["Fixed"] + [expected_cell(v) for v in table1_values(with_fixed)]
+                         + [expected_cell(fixed["AP"]), expected_cell(fixed["bins"]["(0,10)"]),
+                            "–"])
+    assert standard_row == (["Standard only"] + [expected_cell(v) for v in table1_values(without)]
+                            + ["–"] * 3)
+    assert missing_row[-3:] == ["–"] * 3
+    with open(tmp_path / "report" / "table1.json") as f:
+        table = json.load(f)
+    assert table["columns"] == columns
+    assert [table["rows"][0][c] for c in columns[-3:]] == [
+        round(fixed["AP"] * 100, 1), round(fixed["bins"]["(0,10)"] * 100, 1), None]
+    assert all(row[c] is None for row in table["rows"][1:] for c in columns[-3:])
+
+    with_fixed["segm"]["fixed_AP"] = 0.3
+    with pytest.raises(ReportInputError, match='"segm"."fixed_AP" is not an object'):
+        write_table1([("Bad", write_json(tmp_path / "bad.json", with_fixed))],
+                     str(tmp_path / "report"))
+
+
 @pytest.mark.parametrize("content, problem", [
     ("{not json", "not valid JSON"),
     (json.dumps({"bbox": {"AP": 0.5}}), "segm"),

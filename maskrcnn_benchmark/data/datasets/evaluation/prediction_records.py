@@ -21,8 +21,9 @@ def resize_to_original(prediction, dataset, index):
 
 
 def top_scoring(prediction, max_dets):
-    """The ``max_dets`` highest-scoring detections of a BoxList (ties keep their order)."""
-    if len(prediction) <= max_dets:
+    """The ``max_dets`` highest-scoring detections of a BoxList (ties keep their order); all of
+    them when max_dets < 0."""
+    if max_dets < 0 or len(prediction) <= max_dets:
         return prediction
     order = torch.sort(prediction.get_field("scores"), descending=True, stable=True)[1]
     return prediction[order[:max_dets]]

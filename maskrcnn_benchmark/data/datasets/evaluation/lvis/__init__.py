@@ -13,6 +13,7 @@ def lvis_evaluation(
     train_annotations=None,
     category_groups=None,
     category_ids=None,
+    fixed_ap_dets_per_class=0,
 ):
     """Evaluate predictions on an LVISDataset with the LVIS protocol; see do_lvis_evaluation."""
     return do_lvis_evaluation(
@@ -25,6 +26,7 @@ def lvis_evaluation(
         train_annotations=train_annotations,
         category_groups=category_groups,
         category_ids=category_ids,
+        fixed_ap_dets_per_class=fixed_ap_dets_per_class,
         expected_results=expected_results,
         expected_results_sigma_tol=expected_results_sigma_tol,
     )

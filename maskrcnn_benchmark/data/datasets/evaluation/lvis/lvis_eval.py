@@ -4,6 +4,8 @@ Mirrors upstream's coco_eval: predictions (one BoxList per dataset item, in the 
 input size) are resized to the original image, labels mapped back to LVIS category ids, masks
 pasted and RLE-encoded; each image keeps its ``max_dets`` best detections across categories
 (the LVIS protocol's cap). The results are scored with FastLVISEval, whose numbers are lvis-api's.
+With ``fixed_ap_dets_per_class``, Fixed AP (fixed_ap.py) is computed beside them, from all the
+predictions (no per-image cap) limited to that many per category over the dataset.
 """
 import logging
 import os
@@ -14,6 +16,7 @@ from ..coco.coco_eval import check_expected_results
 from ..prediction_records import box_records, mask_records, resize_to_original, top_scoring
 from .bins import group_ap, instance_count_bin_ap, per_category_ap, training_instance_counts
 from .fast_eval import FastLVISEval
+from .fixed_ap import fixed_ap_evaluator, top_per_category
 
 LVIS_IOU_TYPES = ("bbox", "segm")
 
@@ -36,7 +39,8 @@ def prepare_for_lvis_detection(predictions, dataset, max_dets=300):
     Arguments:
         predictions (list[BoxList]): per dataset item, detections with "scores" and "labels".
         dataset: an LVISDataset (``ids``, ``get_img_info``, ``contiguous_category_id_to_json_id``).
-        max_dets (int): detections kept per image, the highest scores (TEST.LVIS_MAX_DETS).
+        max_dets (int): detections kept per image, the highest scores (TEST.LVIS_MAX_DETS);
+            < 0 keeps all.
     """
     return _records(predictions, dataset, max_dets, box_records)
 
@@ -83,11 +87,13 @@ def do_lvis_evaluation(
     expected_results=(),
     expected_results_sigma_tol=4,
     category_ids=None,
+    fixed_ap_dets_per_class=0,
 ):
     """Evaluate predictions on an LVISDataset (``dataset.lvis``: its lvis.LVIS ground truth).
 
     Writes ``<iou_type>.json`` (the results) and ``metrics.json`` ({iou_type: lvis_metrics})
-    into output_folder, when given.
+    into output_folder, when given; with Fixed AP also ``<iou_type>_fixed_ap.json`` (its
+    results) and, in each iou type's metrics, "fixed_AP": lvis_metrics of Fixed AP.
 
     Arguments:
         train_annotations (str or dict, optional): training json whose instance counts give the
@@ -96,6 +102,8 @@ def do_lvis_evaluation(
         category_ids (list[int], optional): evaluate these categories only (e.g. the classes an
             LST phase has seen): detections of others are ignored, and AP, APr/c/f and the bins
             are over these categories. None: every category of the ground truth.
+        fixed_ap_dets_per_class (int): > 0: also Fixed AP with this many detections per
+            category (Dave et al. 2021: 10,000; TEST.LVIS_FIXED_AP_DETS_PER_CLASS).
 
     Returns:
         (OrderedDict iou_type -> metrics, dict iou_type -> list of result records)
@@ -132,7 +140,27 @@ def do_lvis_evaluation(
         if instance_counts is not None:
             logger.info("%s AP per training instance-count bin: %s", iou_type, ", ".join(
                 "{} {:.4f}".format(k, v) for k, v in metrics[iou_type]["bins"].items()))
+        if fixed_ap_dets_per_class > 0:
+            metrics[iou_type]["fixed_AP"] = _fixed_ap(
+                dataset, predictions, iou_type, prepare[iou_type], fixed_ap_dets_per_class,
+                output_folder, instance_counts, category_groups, category_ids)
     if output_folder:
         atomic_write_json(metrics, os.path.join(output_folder, "metrics.json"))
     check_expected_results(metrics, expected_results, expected_results_sigma_tol)
     return metrics, all_results
+
+
+def _fixed_ap(dataset, predictions, iou_type, prepare, dets_per_class, output_folder,
+              instance_counts, category_groups, category_ids):
+    """lvis_metrics of Fixed AP on all the predictions; writes <iou_type>_fixed_ap.json."""
+    logger = logging.getLogger("maskrcnn_benchmark.inference")
+    results = prepare(predictions, dataset, -1)
+    if output_folder:
+        atomic_write_json(top_per_category(results, dets_per_class) if results else [],
+                          os.path.join(output_folder, iou_type + "_fixed_ap.json"))
+    logger.info("Evaluating %s Fixed AP (%d results, at most %d per category)", iou_type,
+                len(results), dets_per_class)
+    evaluator = fixed_ap_evaluator(dataset.lvis, results, iou_type, dets_per_class, category_ids)
+    for line in evaluator.summary_lines():
+        logger.info("Fixed AP:%s", line)
+    return lvis_metrics(evaluator, instance_counts, category_groups)
