@@ -128,7 +128,7 @@ def test_cli_writes_a_config_that_train_net_can_merge(experiment):
     assert written["SOLVER"]["MAX_ITER"] == 5 and written["MODEL"]["LST"]["PHASE"] == 1
     described = subprocess.run([sys.executable, tool, "--config-dir", SYNTHETIC_LST, "--describe"],
                                capture_output=True, text=True, check=True).stdout.split()
-    assert described[:3] == ["24", "20", "ceil"] and described[3].endswith("synthetic_lt/train.json")
+    assert described[:4] == ["24", "20", "ceil", "0"] and described[4].endswith("synthetic_lt/train.json")
     failed = subprocess.run([sys.executable, tool, "--config-dir", SYNTHETIC_LST, "--experiment-dir",
                              str(experiment), "--phase", "7"], capture_output=True, text=True)
     assert failed.returncode != 0 and "phase 7" in failed.stderr
