@@ -17,6 +17,11 @@
 #                       LST w MWG goes to DIR_mwg and starts from DIR's phase 0 when it is done
 #                       (phase 0 is the same in both: the generator trains in phases t >= 1)
 #   --report-dir DIR    where the table goes (default: report for synthetic, report/lvis for LVIS)
+#   --config-prefix P   the baselines' configs are P.yaml, P_modified_backbone.yaml, P_cas.yaml and
+#                       P_rfs.yaml (default: configs/synthetic/e2e_mask_rcnn_R_18_FPN_cpu, or the
+#                       LVIS one), evaluated on --test-set NAME (default synthetic_lt_val or
+#                       lvis_v0.5_val); the LST rows use --lst-config-dir DIR (default
+#                       configs/<synthetic|lvis>/lst). For a benchmark of one's own.
 #   --seeds N           train every row with SEED 0 .. N-1 (the same data), each seed in run
 #                       folders of its own (<run>_seed<s>: OUTPUT_DIR/<row>_seed<s>, LST-DIR_seed<s>,
 #                       LST-DIR_mwg_seed<s>); the table gives the mean ± sample standard deviation
@@ -36,6 +41,9 @@ rows="plain,modified_backbone,cas,rfs,lst,lst_mwg"
 output_dir=""
 lst_dir=""
 report_dir=""
+config_prefix=""
+test_set=""
+lst_config_dir=""
 num_seeds=""
 gpus=1
 while [ $# -gt 0 ]; do
@@ -46,6 +54,9 @@ while [ $# -gt 0 ]; do
     --output-dir) output_dir="$2"; shift 2 ;;
     --lst-dir) lst_dir="$2"; shift 2 ;;
     --report-dir) report_dir="$2"; shift 2 ;;
+    --config-prefix) config_prefix="$2"; shift 2 ;;
+    --test-set) test_set="$2"; shift 2 ;;
+    --lst-config-dir) lst_config_dir="$2"; shift 2 ;;
     --gpus) gpus="$2"; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "lst_scripts/$(basename "$0")"; exit 0 ;;
     --*) echo "table1.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -60,23 +71,25 @@ fi
 
 source lst_scripts/setup_env.sh
 if [ "$benchmark" = synthetic ]; then
-  config_prefix=configs/synthetic/e2e_mask_rcnn_R_18_FPN_cpu
-  test_set=synthetic_lt_val
+  config_prefix="${config_prefix:-configs/synthetic/e2e_mask_rcnn_R_18_FPN_cpu}"
+  test_set="${test_set:-synthetic_lt_val}"
   default_report=report
-  if [ ! -f datasets/synthetic_lt/train.json ] || [ ! -f datasets/synthetic_lt/val.json ]; then
+  if [[ "$config_prefix" == configs/synthetic/* ]] \
+    && { [ ! -f datasets/synthetic_lt/train.json ] || [ ! -f datasets/synthetic_lt/val.json ]; }; then
     python tools/make_synthetic_lvis.py --output datasets/synthetic_lt --force
   fi
 else
-  config_prefix=configs/lvis/e2e_mask_rcnn_R_50_FPN_1x_lvis_v0.5
-  test_set=lvis_v0.5_val
+  config_prefix="${config_prefix:-configs/lvis/e2e_mask_rcnn_R_50_FPN_1x_lvis_v0.5}"
+  test_set="${test_set:-lvis_v0.5_val}"
   default_report=report/lvis
 fi
+lst_config_dir="${lst_config_dir:-configs/$benchmark/lst}"
 output_dir="${output_dir:-output/table1/$benchmark}"
 lst_dir="${lst_dir:-output/lst/$benchmark}"
 report_dir="${report_dir:-$default_report}"
 
 # The rows: key -> title (the report's row name), and for the baselines the config suffix. A new
-# baseline row needs a title, a suffix (configs <prefix><suffix>.yaml) and its key in --rows.
+# baseline row needs a title, a suffix (config <prefix><suffix>.yaml) and its key in rows= above.
 declare -A row_title=(
   [plain]="Baseline (Mask R-CNN)"
   [modified_backbone]="Modified backbone (cosine + MaskX)"
@@ -119,7 +132,7 @@ lst_run() {
       cp -r "$(python tools/lst_experiment.py "$base_experiment" path 0 dir)" "$experiment/"
     fi
   fi
-  bash lst_scripts/run_phases.sh --config-dir "configs/$benchmark/lst" --output-dir "$experiment" \
+  bash lst_scripts/run_phases.sh --config-dir "$lst_config_dir" --output-dir "$experiment" \
     "${seed_opts[@]}" --gpus "$gpus" "${overrides[@]}" "${mwg_opts[@]}" >&2
   local last_phase
   last_phase=$(python tools/lst_experiment.py "$experiment" last-phase)
