@@ -133,6 +133,18 @@ def test_a_drawn_seed_is_saved_and_its_config_yml_repeats_the_run(workspace):
 
 
 @pytest.mark.slow
+def test_a_run_with_a_drawn_seed_resumes_with_that_seed(workspace):
+    output_dir = workspace["dir"] / "seed_drawn_stopped"
+    train_seeded(workspace, output_dir, "SEED", -1, "SOLVER.MAX_ITER", 2)
+    drawn = yaml.safe_load((output_dir / "config.yml").read_text())["SEED"]
+    resumed = train_seeded(workspace, output_dir, "SEED", -1)
+    assert yaml.safe_load((output_dir / "config.yml").read_text())["SEED"] == drawn
+    assert "of the interrupted run" in (output_dir / "log.txt").read_text()
+    uninterrupted = train_seeded(workspace, workspace["dir"] / "seed_drawn_uninterrupted", "SEED", drawn)
+    assert max_weight_difference(resumed, uninterrupted) <= 1e-6
+
+
+@pytest.mark.slow
 def test_test_net_reproduces_the_evaluation_run_after_training(workspace, trained):
     output_dir = workspace["dir"] / "tested"
     args = ["--config-file", TINY_CONFIG, "--ckpt", trained / "model_final.pth",
