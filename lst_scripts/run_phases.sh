@@ -13,7 +13,10 @@
 # Options:
 #   --config-dir DIR    folder with phase0.yaml and incremental.yaml (default configs/synthetic/lst_quick)
 #   --output-dir DIR    the experiment folder (default output/lst/<P> for configs/<P>/lst and
-#                       output/lst/<P>_<S> for configs/<P>/lst_<S>, e.g. output/lst/synthetic_quick)
+#                       output/lst/<P>_<S> for configs/<P>/lst_<S>, e.g. output/lst/synthetic_quick;
+#                       with --seed S other than the config's SEED, <that>_seed<S>)
+#   --seed S            the experiment's SEED (default: the config's, 0 for configs/synthetic/);
+#                       phase t trains and expands with SEED + t (docs/lst.md, section 1)
 #   --gpus N            processes per phase through torchrun (default 1)
 #   KEY VALUE ...       after the options: config overrides for every phase
 #                       (ablations: MODEL.LST.DISTILL.ENABLED False, MODEL.LST.REPLAY all|none)
@@ -24,11 +27,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 config_dir=configs/synthetic/lst_quick
 output_dir=""
+seed=""
 gpus=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --config-dir) config_dir="$2"; shift 2 ;;
     --output-dir) output_dir="$2"; shift 2 ;;
+    --seed) seed="$2"; shift 2 ;;
     --gpus) gpus="$2"; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "lst_scripts/$(basename "$0")"; exit 0 ;;
     --*) echo "run_phases.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -36,16 +41,22 @@ while [ $# -gt 0 ]; do
   esac
 done
 overrides=("$@")
+if [ -n "$seed" ] && ! [[ "$seed" =~ ^[0-9]+$ ]]; then
+  echo "run_phases.sh: --seed takes a seed of 0 or more, got '$seed'" >&2
+  exit 2
+fi
+
+source lst_scripts/setup_env.sh
+
+read -r base phase_size quota_rule config_seed train_json < <(python tools/lst_phase_config.py --config-dir "$config_dir" --describe "${overrides[@]}")
 if [ -z "$output_dir" ]; then
   config_dir="${config_dir%/}"
   output_dir="output/lst/$(basename "$(dirname "$config_dir")")"
   schedule=$(basename "$config_dir")
   [ "$schedule" != lst ] && output_dir="${output_dir}_${schedule#lst_}"
+  [ -n "$seed" ] && [ "$seed" != "$config_seed" ] && output_dir="${output_dir}_seed${seed}"
 fi
-
-source lst_scripts/setup_env.sh
-
-read -r base phase_size quota_rule train_json < <(python tools/lst_phase_config.py --config-dir "$config_dir" --describe "${overrides[@]}")
+[ -n "$seed" ] && overrides+=(SEED "$seed")
 if [ ! -f "$train_json" ]; then
   case "$train_json" in
     *synthetic_lt*) python tools/make_synthetic_lvis.py --output datasets/synthetic_lt --force ;;
@@ -53,7 +64,7 @@ if [ ! -f "$train_json" ]; then
   esac
 fi
 
-echo "[lst] division: base $base, phase size $phase_size, from $train_json -> $output_dir"
+echo "[lst] division: base $base, phase size $phase_size, SEED ${seed:-$config_seed}, from $train_json -> $output_dir"
 python tools/lst_prepare.py --train-json "$train_json" --base "$base" --phase-size "$phase_size" \
   --quota-rule "$quota_rule" --output-dir "$output_dir"
 last_phase=$(python tools/lst_experiment.py "$output_dir" last-phase)
@@ -72,7 +83,7 @@ for phase in $(seq 0 "$last_phase"); do
   model_init=$(python tools/lst_experiment.py "$output_dir" path "$phase" model_init)
   if [ "$phase" -gt 0 ] && [ ! -f "$model_init" ]; then
     python tools/lst_expand.py --input "$(python tools/lst_experiment.py "$output_dir" path $((phase - 1)) model_final)" \
-      --output "$model_init" --config-file "$config" --seed "$phase"
+      --output "$model_init" --config-file "$config"
   fi
   "${launcher[@]}" tools/train_net.py --config-file "$config"
 done

@@ -5,6 +5,7 @@
 # and table1_ap_per_bin.png by tools/lst_report.py.
 #
 #   bash lst_scripts/table1.sh                 # the embedded synthetic benchmark, on the CPU
+#   bash lst_scripts/table1.sh --seeds 3       # every row with SEED 0, 1 and 2: mean ± std
 #   bash lst_scripts/table1.sh --lvis --gpus 8 # LVIS v0.5, the paper's settings (configs/lvis/)
 #
 # Options:
@@ -16,11 +17,23 @@
 #                       LST w MWG goes to DIR_mwg and starts from DIR's phase 0 when it is done
 #                       (phase 0 is the same in both: the generator trains in phases t >= 1)
 #   --report-dir DIR    where the table goes (default: report for synthetic, report/lvis for LVIS)
+#   --config-prefix P   the baselines' configs are P.yaml, P_modified_backbone.yaml, P_cas.yaml and
+#                       P_rfs.yaml (default: configs/synthetic/e2e_mask_rcnn_R_18_FPN_cpu, or the
+#                       LVIS one), evaluated on --test-set NAME (default synthetic_lt_val or
+#                       lvis_v0.5_val); the LST rows use --lst-config-dir DIR (default
+#                       configs/<synthetic|lvis>/lst). For a benchmark of one's own.
+#   --seeds N           train every row with SEED 0 .. N-1 (the same data), each seed in run
+#                       folders of its own (<run>_seed<s>: OUTPUT_DIR/<row>_seed<s>, LST-DIR_seed<s>,
+#                       LST-DIR_mwg_seed<s>); the table gives the mean ± sample standard deviation
+#                       over the seeds and the paired differences of the rows README compares
+#                       (default: one run per row with the configs' SEED, in the folders above
+#                       without the suffix)
 #   --gpus N            processes per run through torchrun (default 1)
 #   KEY VALUE ...       after the options: config overrides for every run (e.g. SOLVER.MAX_ITER 500)
-# Re-running resumes: a finished row (its metrics.json exists) is skipped, an interrupted one
+# Re-running resumes: a finished run (its metrics.json exists) is skipped, an interrupted one
 # continues from its last checkpoint.
 set -euo pipefail
+shopt -s inherit_errexit  # a failing run inside $(...) stops the script
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 benchmark=synthetic
@@ -28,14 +41,22 @@ rows="plain,modified_backbone,cas,rfs,lst,lst_mwg"
 output_dir=""
 lst_dir=""
 report_dir=""
+config_prefix=""
+test_set=""
+lst_config_dir=""
+num_seeds=""
 gpus=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --lvis) benchmark=lvis; shift ;;
     --rows) rows="$2"; shift 2 ;;
+    --seeds) num_seeds="$2"; shift 2 ;;
     --output-dir) output_dir="$2"; shift 2 ;;
     --lst-dir) lst_dir="$2"; shift 2 ;;
     --report-dir) report_dir="$2"; shift 2 ;;
+    --config-prefix) config_prefix="$2"; shift 2 ;;
+    --test-set) test_set="$2"; shift 2 ;;
+    --lst-config-dir) lst_config_dir="$2"; shift 2 ;;
     --gpus) gpus="$2"; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "lst_scripts/$(basename "$0")"; exit 0 ;;
     --*) echo "table1.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -43,24 +64,32 @@ while [ $# -gt 0 ]; do
   esac
 done
 overrides=("$@")
+if [ -n "$num_seeds" ] && ! [[ "$num_seeds" =~ ^[1-9][0-9]*$ ]]; then
+  echo "table1.sh: --seeds takes a number of seeds of 1 or more, got '$num_seeds'" >&2
+  exit 2
+fi
 
 source lst_scripts/setup_env.sh
 if [ "$benchmark" = synthetic ]; then
-  config_prefix=configs/synthetic/e2e_mask_rcnn_R_18_FPN_cpu
-  test_set=synthetic_lt_val
+  config_prefix="${config_prefix:-configs/synthetic/e2e_mask_rcnn_R_18_FPN_cpu}"
+  test_set="${test_set:-synthetic_lt_val}"
   default_report=report
-  if [ ! -f datasets/synthetic_lt/train.json ] || [ ! -f datasets/synthetic_lt/val.json ]; then
+  if [[ "$config_prefix" == configs/synthetic/* ]] \
+    && { [ ! -f datasets/synthetic_lt/train.json ] || [ ! -f datasets/synthetic_lt/val.json ]; }; then
     python tools/make_synthetic_lvis.py --output datasets/synthetic_lt --force
   fi
 else
-  config_prefix=configs/lvis/e2e_mask_rcnn_R_50_FPN_1x_lvis_v0.5
-  test_set=lvis_v0.5_val
+  config_prefix="${config_prefix:-configs/lvis/e2e_mask_rcnn_R_50_FPN_1x_lvis_v0.5}"
+  test_set="${test_set:-lvis_v0.5_val}"
   default_report=report/lvis
 fi
+lst_config_dir="${lst_config_dir:-configs/$benchmark/lst}"
 output_dir="${output_dir:-output/table1/$benchmark}"
 lst_dir="${lst_dir:-output/lst/$benchmark}"
 report_dir="${report_dir:-$default_report}"
 
+# The rows: key -> title (the report's row name), and for the baselines the config suffix. A new
+# baseline row needs a title, a suffix (config <prefix><suffix>.yaml) and its key in rows= above.
 declare -A row_title=(
   [plain]="Baseline (Mask R-CNN)"
   [modified_backbone]="Modified backbone (cosine + MaskX)"
@@ -70,50 +99,92 @@ declare -A row_title=(
   [lst_mwg]="LST w MWG"
 )
 declare -A row_suffix=([plain]="" [modified_backbone]="_modified_backbone" [cas]="_cas" [rfs]="_rfs")
+# Paired comparisons over the same seeds, "A B" for A - B, reported when both rows are run.
+paired_rows=("lst rfs" "lst cas" "lst_mwg lst")
 
 launcher=(python)
 [ "$gpus" -gt 1 ] && launcher=(torchrun --standalone --nproc_per_node "$gpus")
 
-report_rows=()
+# The seeds to run: "" (the configs' SEED, folders without suffix), or 0 .. N-1.
+if [ -n "$num_seeds" ]; then
+  seeds=($(seq 0 $((num_seeds - 1))))
+else
+  seeds=("")
+fi
+
+# The metrics.json of one LST run (row lst or lst_mwg) with seed $2 ("" = the config's), trained
+# by run_phases.sh if needed; LST w MWG starts from the w/o-MWG run's phase 0 of the same seed when
+# it is done (phase 0 is the same in both: the generator trains in phases t >= 1).
+lst_run() {
+  local row="$1" seed="$2" suffix="" experiment base_experiment
+  local seed_opts=()
+  [ -n "$seed" ] && suffix="_seed$seed" && seed_opts=(--seed "$seed")
+  base_experiment="$lst_dir$suffix"
+  experiment="$base_experiment"
+  local mwg_opts=()
+  if [ "$row" = lst_mwg ]; then
+    experiment="${lst_dir}_mwg$suffix"
+    mwg_opts=(MODEL.FEW_SHOT.ENABLED True)
+    if [ -f "$base_experiment/phases.json" ] && [ "$(python tools/lst_experiment.py "$experiment" state 0)" = "not started" ] \
+      && [ "$(python tools/lst_experiment.py "$base_experiment" state 0)" = finished ]; then
+      mkdir -p "$experiment"
+      cp "$base_experiment/phases.json" "$experiment/"
+      cp -r "$(python tools/lst_experiment.py "$base_experiment" path 0 dir)" "$experiment/"
+    fi
+  fi
+  bash lst_scripts/run_phases.sh --config-dir "$lst_config_dir" --output-dir "$experiment" \
+    "${seed_opts[@]}" --gpus "$gpus" "${overrides[@]}" "${mwg_opts[@]}" >&2
+  local last_phase
+  last_phase=$(python tools/lst_experiment.py "$experiment" last-phase)
+  python tools/lst_experiment.py "$experiment" path "$last_phase" metrics
+}
+
+# The metrics.json of one baseline run (row $1) with seed $2, trained and tested if needed.
+baseline_run() {
+  local row="$1" seed="$2" run_dir="$output_dir/$1"
+  local seed_opts=()
+  [ -n "$seed" ] && run_dir="${run_dir}_seed$seed" && seed_opts=(SEED "$seed")
+  local metrics="$run_dir/inference/$test_set/metrics.json"
+  if [ -f "$metrics" ]; then
+    echo "[table1] $row${seed:+, seed $seed}: done ($metrics)" >&2
+  else
+    echo "[table1] $row${seed:+, seed $seed}: training and testing in $run_dir" >&2
+    local start
+    start=$(date +%s)
+    "${launcher[@]}" tools/train_net.py --config-file "$config_prefix${row_suffix[$row]}.yaml" \
+      OUTPUT_DIR "$run_dir" "${overrides[@]}" "${seed_opts[@]}" >&2
+    echo "[table1] $row${seed:+, seed $seed}: finished in $(( ($(date +%s) - start) / 60 )) min" >&2
+  fi
+  echo "$metrics"
+}
+
+report_args=()
 IFS=',' read -r -a selected <<< "$rows"
 for row in "${selected[@]}"; do
   if [ -z "${row_title[$row]+set}" ]; then
     echo "table1.sh: unknown row '$row'; rows: ${!row_title[*]}" >&2
     exit 2
   fi
-  if [ "$row" = lst ] || [ "$row" = lst_mwg ]; then
-    experiment="$lst_dir"
-    mwg_opts=()
-    if [ "$row" = lst_mwg ]; then
-      experiment="${lst_dir}_mwg"
-      mwg_opts=(MODEL.FEW_SHOT.ENABLED True)
-      if [ -f "$lst_dir/phases.json" ] && [ "$(python tools/lst_experiment.py "$experiment" state 0)" = "not started" ] \
-        && [ "$(python tools/lst_experiment.py "$lst_dir" state 0)" = finished ]; then
-        mkdir -p "$experiment"
-        cp "$lst_dir/phases.json" "$experiment/"
-        cp -r "$(python tools/lst_experiment.py "$lst_dir" path 0 dir)" "$experiment/"
-      fi
+done
+for row in "${selected[@]}"; do
+  files=()
+  for seed in "${seeds[@]}"; do
+    if [ "$row" = lst ] || [ "$row" = lst_mwg ]; then
+      metrics=$(lst_run "$row" "$seed")
+    else
+      metrics=$(baseline_run "$row" "$seed")
     fi
-    bash lst_scripts/run_phases.sh --config-dir "configs/$benchmark/lst" --output-dir "$experiment" \
-      --gpus "$gpus" "${overrides[@]}" "${mwg_opts[@]}"
-    last_phase=$(python tools/lst_experiment.py "$experiment" last-phase)
-    report_rows+=(--row "${row_title[$row]}=$(python tools/lst_experiment.py "$experiment" path "$last_phase" metrics)")
-    continue
+    files+=("$metrics")
+  done
+  report_args+=(--row "${row_title[$row]}=$(IFS=','; echo "${files[*]}")")
+done
+for pair in "${paired_rows[@]}"; do
+  read -r row_a row_b <<< "$pair"
+  if [[ ",$rows," == *",$row_a,"* ]] && [[ ",$rows," == *",$row_b,"* ]]; then
+    report_args+=(--paired "${row_title[$row_a]}" "${row_title[$row_b]}")
   fi
-  run_dir="$output_dir/$row"
-  metrics="$run_dir/inference/$test_set/metrics.json"
-  if [ -f "$metrics" ]; then
-    echo "[table1] $row: done ($metrics)"
-  else
-    echo "[table1] $row: training and testing in $run_dir"
-    start=$(date +%s)
-    "${launcher[@]}" tools/train_net.py --config-file "$config_prefix${row_suffix[$row]}.yaml" \
-      OUTPUT_DIR "$run_dir" "${overrides[@]}"
-    echo "[table1] $row: finished in $(( ($(date +%s) - start) / 60 )) min"
-  fi
-  report_rows+=(--row "${row_title[$row]}=$metrics")
 done
 
-python tools/lst_report.py table1 "${report_rows[@]}" --output-dir "$report_dir" \
-  --title "Table 1 on $benchmark ($(date +%Y-%m-%d))"
+python tools/lst_report.py table1 "${report_args[@]}" --output-dir "$report_dir" \
+  --title "Table 1 on $benchmark ($(date +%Y-%m-%d))${num_seeds:+, seeds 0-$((num_seeds - 1))}"
 cat "$report_dir/table1.md"

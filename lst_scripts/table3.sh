@@ -14,17 +14,21 @@
 #   --lvis              LVIS v0.5 with configs/lvis/lst instead of configs/synthetic/lst
 #   --grid "b/s ..."    the (base size)/(phase size) pairs to run (default: as above)
 #   --output-dir DIR    experiments go to DIR/b<b>_s<s> (default output/table3/<synthetic|lvis>)
+#   --seeds N           run every pair with SEED 0 .. N-1 (experiments DIR/b<b>_s<s>_seed<seed>):
+#                       mean ± sample standard deviation over the seeds (default: the config's SEED)
 #   --report-dir DIR    default report (synthetic) or report/lvis
 #   --gpus N            processes per phase through torchrun (default 1)
 #   KEY VALUE ...       after the options: config overrides for every phase of every run
 # Re-running resumes every experiment where it stopped.
 set -euo pipefail
+shopt -s inherit_errexit  # a failing run inside $(...) stops the script
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 benchmark=synthetic
 grid=""
 output_dir=""
 report_dir=""
+num_seeds=""
 gpus=1
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -32,6 +36,7 @@ while [ $# -gt 0 ]; do
     --grid) grid="$2"; shift 2 ;;
     --output-dir) output_dir="$2"; shift 2 ;;
     --report-dir) report_dir="$2"; shift 2 ;;
+    --seeds) num_seeds="$2"; shift 2 ;;
     --gpus) gpus="$2"; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "lst_scripts/$(basename "$0")"; exit 0 ;;
     --*) echo "table3.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -39,6 +44,12 @@ while [ $# -gt 0 ]; do
   esac
 done
 overrides=("$@")
+if [ -n "$num_seeds" ] && ! [[ "$num_seeds" =~ ^[1-9][0-9]*$ ]]; then
+  echo "table3.sh: --seeds takes a number of seeds of 1 or more, got '$num_seeds'" >&2
+  exit 2
+fi
+seeds=("")
+[ -n "$num_seeds" ] && seeds=($(seq 0 $((num_seeds - 1))))
 if [ "$benchmark" = lvis ]; then
   grid="${grid:-110/160 270/160 270/320 270/480 270/960 590/160 590/320}"
   report_dir="${report_dir:-report/lvis}"
@@ -53,15 +64,20 @@ report_rows=()
 for pair in $grid; do
   base="${pair%/*}"
   phase_size="${pair#*/}"
-  experiment="$output_dir/b${base}_s${phase_size}"
-  echo "[table3] b $base, phase size $phase_size -> $experiment"
-  bash lst_scripts/run_phases.sh --config-dir "configs/$benchmark/lst" --output-dir "$experiment" \
-    --gpus "$gpus" "${overrides[@]}" MODEL.LST.BASE_SIZE "$base" MODEL.LST.PHASE_SIZE "$phase_size"
-  num_phases=$(python tools/lst_experiment.py "$experiment" last-phase)
-  metrics=$(python tools/lst_experiment.py "$experiment" path "$num_phases" metrics)
+  files=()
+  for seed in "${seeds[@]}"; do
+    experiment="$output_dir/b${base}_s${phase_size}${seed:+_seed$seed}"
+    echo "[table3] b $base, phase size $phase_size${seed:+, seed $seed} -> $experiment"
+    seed_opts=()
+    [ -n "$seed" ] && seed_opts=(--seed "$seed")
+    bash lst_scripts/run_phases.sh --config-dir "configs/$benchmark/lst" --output-dir "$experiment" \
+      "${seed_opts[@]}" --gpus "$gpus" "${overrides[@]}" MODEL.LST.BASE_SIZE "$base" MODEL.LST.PHASE_SIZE "$phase_size"
+    num_phases=$(python tools/lst_experiment.py "$experiment" last-phase)
+    files+=("$(python tools/lst_experiment.py "$experiment" path "$num_phases" metrics)")
+  done
   phases_word=phases
   [ "$num_phases" = 1 ] && phases_word=phase
-  report_rows+=(--row "b $base, phase size $phase_size ($num_phases $phases_word)=$metrics")
+  report_rows+=(--row "b $base, phase size $phase_size ($num_phases $phases_word)=$(IFS=','; echo "${files[*]}")")
 done
 
 python tools/lst_report.py table1 --name table3 "${report_rows[@]}" --output-dir "$report_dir" \

@@ -203,6 +203,14 @@ def test_non_positive_counts_fail_at_merge_time_with_the_key(tmp_path, key, valu
     assert "e.g. {} ".format(key) in message
 
 
+@pytest.mark.parametrize("key, value", [("SEED", "-2"), ("DATALOADER.SEED", str(2 ** 31))])
+def test_seeds_out_of_range_fail_at_merge_time_with_the_key(tmp_path, key, value):
+    config = tmp_path / "ok.yaml"
+    config.write_text("MODEL:\n  DEVICE: cpu\n")
+    message = _load(config, [key, value])
+    assert "{} is {}".format(key, value) in message and "-1 or in [0, 2^31)" in message
+
+
 def test_flags_before_or_after_the_overrides():
     parser = argparse.ArgumentParser()
     add_common_arguments(parser)

@@ -41,6 +41,7 @@ def make_cfg(catalog, output_dir, *opts):
         [
             "PATHS_CATALOG", catalog,
             "OUTPUT_DIR", str(output_dir),
+            "SEED", 0,
             "DATASETS.TRAIN", ("lvis_fixture",),
             "DATASETS.TEST", ("coco_fixture", "lvis_fixture"),
             "DATALOADER.NUM_WORKERS", 0,
@@ -220,6 +221,21 @@ def test_default_training_sampler_is_seeded(catalog, tmp_path):
     seed_0 = _index_batches(make_cfg(catalog, tmp_path, "DATALOADER.SEED", 0), 0, False)
     seed_1 = _index_batches(make_cfg(catalog, tmp_path, "DATALOADER.SEED", 1), 0, False)
     assert seed_0 != seed_1
+
+
+@pytest.mark.parametrize("sampler_name", ["", "RepeatFactorSampler", "ClassAwareSampler"])
+def test_sampler_seed_is_the_run_seed_unless_dataloader_seed_is_set(catalog, tmp_path, sampler_name):
+    def sampler(*opts):
+        config = make_cfg(catalog, tmp_path, "DATALOADER.SAMPLER", sampler_name, *opts)
+        return make_data_loader(config, is_train=True).batch_sampler.batch_sampler.sampler
+
+    assert cfg.DATALOADER.SEED == -1 and cfg.SEED == -1
+    assert sampler("SEED", 7).seed == 7  # DATALOADER.SEED -1: the run's SEED
+    assert sampler("SEED", 7, "DATALOADER.SEED", 3).seed == 3
+    assert _index_batches(make_cfg(catalog, tmp_path, "SEED", 1), 0, False) == _index_batches(
+        make_cfg(catalog, tmp_path, "SEED", 5, "DATALOADER.SEED", 1), 0, False)
+    with pytest.raises(ValueError, match="SEED and DATALOADER.SEED are both -1"):
+        sampler("SEED", -1)
 
 
 def test_distributed_shards_split_each_epoch(catalog, tmp_path, world):

@@ -24,6 +24,7 @@ from fixtures_training import (
     max_weight_difference,
     run_tool,
     tiny_cfg,
+    tool_env,
 )
 from maskrcnn_benchmark.data import make_data_loader
 from maskrcnn_benchmark.structures.bounding_box import BoxList
@@ -96,6 +97,51 @@ def test_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(work
     final = load_checkpoint(output_dir / "model_final.pth")
     assert final["iteration"] == 8
     assert max_weight_difference(final["model"], load_checkpoint(trained / "model_final.pth")["model"]) <= 1e-6
+
+
+def train_seeded(workspace, output_dir, *opts, config_file=TINY_CONFIG):
+    """3 iterations of the tiny model in an environment that seeds nothing itself (no
+    TORCH_DETECTRON_ENV_MODULE): the weights depend on SEED alone. Returns the final state dict."""
+    args = ["--config-file", config_file, "--skip-test", "PATHS_CATALOG", workspace["catalog"],
+            "OUTPUT_DIR", output_dir, "SOLVER.MAX_ITER", 3, *opts]
+    check_ran(run_tool("train_net.py", args, tool_env()))
+    return load_checkpoint(output_dir / "model_final.pth")["model"]
+
+
+@pytest.mark.slow
+def test_the_same_seed_gives_the_same_weights_and_another_seed_other_weights(workspace):
+    first = train_seeded(workspace, workspace["dir"] / "seed3_a", "SEED", 3)
+    again = train_seeded(workspace, workspace["dir"] / "seed3_b", "SEED", 3)
+    other = train_seeded(workspace, workspace["dir"] / "seed4", "SEED", 4)
+    assert max_weight_difference(first, again) == 0
+    assert max_weight_difference(first, other) > 1e-3
+    saved = yaml.safe_load((workspace["dir"] / "seed3_a" / "config.yml").read_text())
+    assert saved["SEED"] == 3 and saved["DATALOADER"]["SEED"] == -1  # the samplers take SEED
+
+
+@pytest.mark.slow
+def test_a_drawn_seed_is_saved_and_its_config_yml_repeats_the_run(workspace):
+    drawn_dir = workspace["dir"] / "seed_drawn"
+    drawn = train_seeded(workspace, drawn_dir, "SEED", -1)
+    saved = yaml.safe_load((drawn_dir / "config.yml").read_text())
+    assert 0 <= saved["SEED"] < 2 ** 31
+    assert "SEED {} (drawn at random (SEED -1))".format(saved["SEED"]) in (drawn_dir / "log.txt").read_text()
+    repeated = train_seeded(workspace, workspace["dir"] / "seed_repeated", config_file=drawn_dir / "config.yml")
+    assert max_weight_difference(drawn, repeated) == 0
+    another = train_seeded(workspace, workspace["dir"] / "seed_drawn_again", "SEED", -1)
+    assert max_weight_difference(drawn, another) > 1e-3
+
+
+@pytest.mark.slow
+def test_a_run_with_a_drawn_seed_resumes_with_that_seed(workspace):
+    output_dir = workspace["dir"] / "seed_drawn_stopped"
+    train_seeded(workspace, output_dir, "SEED", -1, "SOLVER.MAX_ITER", 2)
+    drawn = yaml.safe_load((output_dir / "config.yml").read_text())["SEED"]
+    resumed = train_seeded(workspace, output_dir, "SEED", -1)
+    assert yaml.safe_load((output_dir / "config.yml").read_text())["SEED"] == drawn
+    assert "of the interrupted run" in (output_dir / "log.txt").read_text()
+    uninterrupted = train_seeded(workspace, workspace["dir"] / "seed_drawn_uninterrupted", "SEED", drawn)
+    assert max_weight_difference(resumed, uninterrupted) <= 1e-6
 
 
 @pytest.mark.slow

@@ -7,7 +7,8 @@
 N counts the classes of the expanded model, background included. With --config-file (the new
 phase's config, e.g. OUT/phase_<t>/config.yml), N, the stds and the box-regression kind default to
 its MODEL.ROI_BOX_HEAD.NUM_CLASSES, MODEL.LST.NEW_ROW_INIT_STD_CLS / _BBOX and
-MODEL.CLS_AGNOSTIC_BBOX_REG; without it the stds default to those keys' defaults.
+MODEL.CLS_AGNOSTIC_BBOX_REG, and the seed to its SEED (the phase's, see lst/phase_config.py); without
+it the stds default to those keys' defaults and the seed to 0.
 The old classifier and box-regression rows are copied, the new ones drawn from N(0, std^2) (biases 0),
 everything else is kept. NEW.pth holds {"model": ...} only: the optimizer, scheduler, iteration and
 random states are dropped, so training the new phase starts at iteration 0. It is written atomically.
@@ -38,7 +39,9 @@ def parse_args(argv=None):
                         help="std of the new classifier rows (default: MODEL.LST.NEW_ROW_INIT_STD_CLS)")
     parser.add_argument("--std-bbox", type=float,
                         help="std of the new box-regression rows (default: MODEL.LST.NEW_ROW_INIT_STD_BBOX)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the new rows' random draws")
+    parser.add_argument("--seed", type=int,
+                        help="seed of the new rows' random draws (default: the config's SEED, the phase's; "
+                             "0 without --config-file)")
     parser.add_argument("--cls-agnostic-bbox-reg", action="store_true",
                         help="the model uses MODEL.CLS_AGNOSTIC_BBOX_REG (only needed to tell a 2-class "
                              "model's 8 box-regression rows apart)")
@@ -52,6 +55,11 @@ def parse_args(argv=None):
         args.std_cls = config.MODEL.LST.NEW_ROW_INIT_STD_CLS
     if args.std_bbox is None:
         args.std_bbox = config.MODEL.LST.NEW_ROW_INIT_STD_BBOX
+    if args.seed is None:
+        args.seed = config.SEED if args.config_file else 0
+        if args.seed < 0:
+            parser.error("{} sets SEED -1 (random): give --seed, or write the phase config with "
+                         "tools/lst_phase_config.py, which resolves it".format(args.config_file))
     if args.config_file and config.MODEL.CLS_AGNOSTIC_BBOX_REG:
         args.cls_agnostic_bbox_reg = True
     return args

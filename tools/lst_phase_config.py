@@ -7,9 +7,10 @@ The config is the folder's phase0.yaml (t = 0) or incremental.yaml (t >= 1), the
 the keys derived from OUT/phases.json and the previous phase (maskrcnn_benchmark/lst/phase_config.py).
 Train it with ``tools/train_net.py --config-file OUT/phase_<t>/config.yml``.
 
-``--describe`` prints, instead, what tools/lst_prepare.py needs: ``BASE_SIZE PHASE_SIZE
-REPLAY_QUOTA_RULE TRAIN_ANNOTATION_FILE``, the division and the training file from phase0.yaml
-and the quota rule from incremental.yaml (the phases whose replay it plans).
+``--describe`` prints, instead, what lst_scripts/run_phases.sh needs: ``BASE_SIZE PHASE_SIZE
+REPLAY_QUOTA_RULE SEED TRAIN_ANNOTATION_FILE``, the division, the experiment's SEED (phase t uses
+SEED + t) and the training file from phase0.yaml, and the quota rule from incremental.yaml (the
+phases whose replay it plans).
 """
 import argparse
 import sys
@@ -25,7 +26,7 @@ def main(argv=None):
     parser.add_argument("--experiment-dir", help="folder with phases.json and the phase folders")
     parser.add_argument("--phase", type=int, help="phase index t")
     parser.add_argument("--describe", action="store_true",
-                        help="print BASE_SIZE PHASE_SIZE REPLAY_QUOTA_RULE TRAIN_ANNOTATION_FILE and exit")
+                        help="print BASE_SIZE PHASE_SIZE REPLAY_QUOTA_RULE SEED TRAIN_ANNOTATION_FILE and exit")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
     try:
@@ -33,7 +34,7 @@ def main(argv=None):
             config = load_yaml_config(phase_yaml(args.config_dir, 0), args.opts)
             incremental = load_yaml_config(phase_yaml(args.config_dir, 1), args.opts)
             lst = config.MODEL.LST
-            print(lst.BASE_SIZE, lst.PHASE_SIZE, incremental.MODEL.LST.REPLAY_QUOTA_RULE,
+            print(lst.BASE_SIZE, lst.PHASE_SIZE, incremental.MODEL.LST.REPLAY_QUOTA_RULE, config.SEED,
                   train_annotation_file(config))
             return 0
         if args.experiment_dir is None or args.phase is None:

@@ -2,10 +2,14 @@
 
     python tools/lst_report.py table1 --row "Baseline (Mask R-CNN)=RUN_A/inference/VAL/metrics.json" \
         --row "Repeat-factor sampling=RUN_B/inference/VAL/metrics.json" ... --output-dir report \
-        [--title "..."] [--note "..."]
+        [--title "..."] [--note "..."] [--paired "MODEL_A" "MODEL_B" ...]
         writes report/table1.md, table1.json and table1_ap_per_bin.png (paper Table 1 + APr/c/f;
         a row whose metrics.json does not exist yet is listed as "not run"); --name table3 writes
-        table3.* instead (lst_scripts/table3.sh: one row per base and phase size).
+        table3.* instead (lst_scripts/table3.sh: one row per base and phase size). A row of
+        several seeds lists their metrics.json files separated by commas, in the order of the
+        seeds ("LST w/o MWG=S0/metrics.json,S1/metrics.json"): the table gives the mean ± sample
+        standard deviation (ddof = 1), table1.json every seed's values; --paired A B adds the
+        per-seed differences A - B (mean ± std over the seeds), for rows of the same seeds.
 
     python tools/lst_report.py phases --phases-dir OUTPUT_DIR [--compare "no KD=OTHER_DIR" ...]
         reads OUTPUT_DIR/phases.json and phase_<t>/inference/<dataset>/metrics.json up to the
@@ -39,13 +43,25 @@ def labelled_path(text):
     return label.strip(), path.strip()
 
 
+def labelled_paths(text):
+    """Parse "LABEL=PATH[,PATH...]" (one metrics.json per seed) into (label, [paths])."""
+    label, paths = labelled_path(text)
+    files = [path.strip() for path in paths.split(",")]
+    if not all(files):
+        raise argparse.ArgumentTypeError("empty path in {!r}: give LABEL=PATH or LABEL=PATH,PATH,...".format(text))
+    return label, files
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     table1 = commands.add_parser("table1", help="the paper's Table 1 (+ APr/c/f) from runs' metrics.json")
-    table1.add_argument("--row", dest="rows", action="append", required=True, type=labelled_path,
-                        metavar="MODEL=METRICS_JSON", help="a table row, in order (repeatable)")
+    table1.add_argument("--row", dest="rows", action="append", required=True, type=labelled_paths,
+                        metavar="MODEL=METRICS_JSON[,METRICS_JSON...]",
+                        help="a table row, in order (repeatable); several files: one per seed, in seed order")
+    table1.add_argument("--paired", nargs=2, action="append", default=[], metavar=("MODEL_A", "MODEL_B"),
+                        help="the per-seed differences MODEL_A - MODEL_B, mean ± std (repeatable)")
     table1.add_argument("--output-dir", required=True, help="folder for table1.md/.json/.png")
     table1.add_argument("--title", default="Table 1", help="title of the table and plot")
     table1.add_argument("--note", help="text printed under the table")
@@ -75,7 +91,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "table1":
-            markdown = write_table1(args.rows, args.output_dir, args.title, args.note, args.name)
+            markdown = write_table1(args.rows, args.output_dir, args.title, args.note, args.name,
+                                    [tuple(pair) for pair in args.paired])
         elif args.command == "phases":
             markdown = write_phase_report(args.phases_dir, args.compare)
         else:

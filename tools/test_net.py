@@ -17,7 +17,14 @@ import argparse
 import torch
 
 from maskrcnn_benchmark.config import cfg
-from maskrcnn_benchmark.engine.cli import add_common_arguments, init_distributed, load_config, parse_arguments, run_tool_main
+from maskrcnn_benchmark.engine.cli import (
+    add_common_arguments,
+    init_distributed,
+    load_config,
+    parse_arguments,
+    run_tool_main,
+    setup_seed,
+)
 from maskrcnn_benchmark.engine.inference import choose_calibration_gamma, run_test
 from maskrcnn_benchmark.lst import ResolvedPhase
 from maskrcnn_benchmark.modeling.detector import build_detection_model
@@ -56,6 +63,7 @@ def main():
     _, num_processes = init_distributed(cfg, args.local_rank)
 
     logger = setup_logger("maskrcnn_benchmark", "", get_rank())
+    setup_seed(cfg, logger)
     logger.info("Using %d processes (MODEL.DEVICE %s)", num_processes, cfg.MODEL.DEVICE)
     logger.info(cfg)
     logger.info("Collecting env info (might take some time)")

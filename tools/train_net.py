@@ -5,6 +5,10 @@ evaluates on the phase's classes, with distillation (MODEL.LST.DISTILL), balance
 (DATALOADER.SAMPLER "BalancedReplaySampler") and, with MODEL.FEW_SHOT.ENABLED, episodic training
 of the meta weight generator: see maskrcnn_benchmark/lst/.
 
+``SEED`` (-1: drawn at random) seeds Python, NumPy and torch before the model is built and is
+saved in ``OUTPUT_DIR/config.yml``, so ``--config-file OUTPUT_DIR/config.yml`` repeats the run;
+a resumed run continues from the checkpoint's random states.
+
 Multi-process (one process per GPU, or several on a CPU): ``torchrun --nproc_per_node N
 tools/train_net.py ...`` (or ``python -m torch.distributed.run``). Training resumes from
 ``OUTPUT_DIR/last_checkpoint`` when it exists, and the final model is evaluated on
@@ -27,6 +31,7 @@ from maskrcnn_benchmark.engine.cli import (
     log_run_info,
     parse_arguments,
     run_tool_main,
+    setup_seed,
 )
 from maskrcnn_benchmark.engine.inference import run_test
 from maskrcnn_benchmark.engine.mixed_precision import make_grad_scaler
@@ -42,7 +47,7 @@ from maskrcnn_benchmark.lst import (
 )
 from maskrcnn_benchmark.modeling.detector import build_detection_model
 from maskrcnn_benchmark.solver import make_lr_scheduler, make_optimizer
-from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
+from maskrcnn_benchmark.utils.checkpoint import LAST_CHECKPOINT_TAG, DetectronCheckpointer
 from maskrcnn_benchmark.utils.comm import get_rank
 from maskrcnn_benchmark.utils.logger import setup_logger
 from maskrcnn_benchmark.utils.miscellaneous import mkdir, save_config
@@ -126,8 +131,10 @@ def main():
     if cfg.OUTPUT_DIR:
         mkdir(cfg.OUTPUT_DIR)
     logger = setup_logger("maskrcnn_benchmark", cfg.OUTPUT_DIR, get_rank())
-    log_run_info(logger, cfg, args, num_processes)
     output_config_path = os.path.join(cfg.OUTPUT_DIR, "config.yml")
+    resuming = os.path.isfile(os.path.join(cfg.OUTPUT_DIR, LAST_CHECKPOINT_TAG))
+    setup_seed(cfg, logger, output_config_path if resuming else None)
+    log_run_info(logger, cfg, args, num_processes)
     logger.info("Saving config into: %s", output_config_path)
     save_config(cfg, output_config_path)
 

@@ -82,7 +82,8 @@ _C.DATALOADER.SAMPLER = ""
 _C.DATALOADER.REPEAT_THRESHOLD = 0.001
 # Seed of every training sampler's draws (shuffle order, repeat-factor rounding, class-aware picks),
 # combined with the epoch; our addition, so that runs are reproducible and resume exactly.
-_C.DATALOADER.SEED = 0
+# -1 = the run's SEED; a value >= 0 overrides it for the samplers only.
+_C.DATALOADER.SEED = -1
 
 # ---------------------------------------------------------------------------
 # Backbone
@@ -456,6 +457,11 @@ _C.TEST.BBOX_AUG.SCALE_H_FLIP = False  # flipped image at every extra scale
 # Miscellaneous
 # ---------------------------------------------------------------------------
 _C.OUTPUT_DIR = "."
+# Seed of the run (detectron2's key): every process seeds Python's random, NumPy and torch with it
+# before the model is built, and it is the samplers' seed unless DATALOADER.SEED is set. -1 = drawn
+# at random by the tools, logged and written into OUTPUT_DIR/config.yml (so that the run can be
+# repeated from its config.yml alone); the synthetic configs set 0. LST phase t uses SEED + t.
+_C.SEED = -1
 _C.PATHS_CATALOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paths_catalog.py")
 # Numeric precision of training and inference: "float32", or "float16" / "bfloat16" for torch.autocast
 # mixed precision (upstream: float32 or float16 through apex).

@@ -1,6 +1,8 @@
 """Range checks of config values, run when a config is merged (engine/cli.py's load_config), so
 that a count of zero or less fails at start-up with the key's name instead of deep inside a run
 (e.g. SOLVER.MAX_ITER -3 used to end in "__len__() should return >= 0")."""
+from maskrcnn_benchmark.utils.seed import SEED_BOUND
+
 from .defaults import _C as DEFAULTS
 
 # Keys whose value (or every value, for a list) must be > 0.
@@ -48,6 +50,9 @@ NON_NEGATIVE_KEYS = (
     "MODEL.LST.NUM_OLD_CLASSES",
 )
 
+# Seeds: -1 (SEED: drawn at random; DATALOADER.SEED: the run's SEED) or 0 <= seed < 2^31.
+SEED_KEYS = ("SEED", "DATALOADER.SEED")
+
 
 def _value(cfg, key):
     node = cfg
@@ -57,10 +62,11 @@ def _value(cfg, key):
 
 
 def check_value_ranges(cfg):
-    """ValueError naming the first key of POSITIVE_KEYS / NON_NEGATIVE_KEYS whose value is out
-    of range, with its value and an example of a valid one (the default)."""
+    """ValueError naming the first key of POSITIVE_KEYS / NON_NEGATIVE_KEYS / SEED_KEYS whose
+    value is out of range, with its value and an example of a valid one (the default)."""
     for keys, bad, wanted in ((POSITIVE_KEYS, lambda v: v <= 0, "positive"),
-                              (NON_NEGATIVE_KEYS, lambda v: v < 0, "zero or more")):
+                              (NON_NEGATIVE_KEYS, lambda v: v < 0, "zero or more"),
+                              (SEED_KEYS, lambda v: not -1 <= v < SEED_BOUND, "-1 or in [0, 2^31)")):
         for key in keys:
             value = _value(cfg, key)
             is_list = isinstance(value, (list, tuple))

@@ -11,10 +11,12 @@ Additions to upstream:
   label) pairs) and passes what it needs through ``sampler_options``.
 * ``category_ids`` restricts LVIS-format datasets to a label space (e.g. an LST phase's seen
   categories), labelled in that order.
-* Every training sampler is seeded from DATALOADER.SEED, the default one included (a seeded
-  permutation per epoch, where upstream used an unseeded RandomSampler on a single process), and
-  resuming at ``start_iter`` yields exactly the index batches an uninterrupted run yields at
-  those iterations (see IterationBasedBatchSampler).
+* Every training sampler is seeded by ``sampler_seed(cfg)`` (DATALOADER.SEED, or the run's SEED
+  when it is -1), the default one included (a seeded permutation per epoch, where upstream used
+  an unseeded RandomSampler on a single process), and resuming at ``start_iter`` yields exactly
+  the index batches an uninterrupted run yields at those iterations (see
+  IterationBasedBatchSampler). The workers' transforms draw from seeds that torch's DataLoader
+  derives from the process's torch generator, itself seeded from SEED by the tools.
 """
 import bisect
 import logging
@@ -38,15 +40,27 @@ from .transforms import build_transforms
 TRAIN_SAMPLERS = Registry("DATALOADER.SAMPLER")
 
 
+def sampler_seed(cfg):
+    """The seed of the samplers: DATALOADER.SEED, or SEED when it is -1. ValueError when both are -1
+    (the tools draw SEED first, engine/cli.py's setup_seed; code building a loader itself sets one)."""
+    seed = cfg.DATALOADER.SEED if cfg.DATALOADER.SEED >= 0 else cfg.SEED
+    if seed < 0:
+        raise ValueError(
+            "SEED and DATALOADER.SEED are both -1, so the samplers have no seed: the tools draw SEED "
+            "at start-up (engine/cli.py setup_seed); when building a data loader yourself, set SEED "
+            "(or DATALOADER.SEED) to 0 or more, e.g. SEED 0")
+    return seed
+
+
 @TRAIN_SAMPLERS.register("RepeatFactorSampler")
 def build_repeat_factor_sampler(cfg, dataset, num_replicas, rank):
     return samplers.RepeatFactorSampler(dataset, cfg.DATALOADER.REPEAT_THRESHOLD, num_replicas=num_replicas,
-                                        rank=rank, seed=cfg.DATALOADER.SEED)
+                                        rank=rank, seed=sampler_seed(cfg))
 
 
 @TRAIN_SAMPLERS.register("ClassAwareSampler")
 def build_class_aware_sampler(cfg, dataset, num_replicas, rank):
-    return samplers.ClassAwareSampler(dataset, num_replicas=num_replicas, rank=rank, seed=cfg.DATALOADER.SEED)
+    return samplers.ClassAwareSampler(dataset, num_replicas=num_replicas, rank=rank, seed=sampler_seed(cfg))
 
 # Dataset classes that take remove_images_without_annotations (set to is_train).
 _FILTERING_DATASETS = ("COCODataset", "LVISDataset")
@@ -130,7 +144,7 @@ def make_data_sampler(dataset, shuffle, distributed, seed=0):
     Arguments:
         shuffle (bool): True in training.
         distributed (bool): shard over the torch.distributed processes.
-        seed (int): DATALOADER.SEED.
+        seed (int): the samplers' seed (sampler_seed).
     """
     if distributed or shuffle:
         num_replicas, rank = (get_world_size(), get_rank()) if distributed else (1, 0)
@@ -146,7 +160,7 @@ def make_train_sampler(cfg, dataset, distributed, sampler_options=None):
     name = cfg.DATALOADER.SAMPLER
     check_sampler_name(name)
     if not name:
-        return make_data_sampler(dataset, True, distributed, seed=cfg.DATALOADER.SEED)
+        return make_data_sampler(dataset, True, distributed, seed=sampler_seed(cfg))
     num_replicas, rank = (get_world_size(), get_rank()) if distributed else (1, 0)
     return TRAIN_SAMPLERS[name](cfg, dataset, num_replicas, rank, **(sampler_options or {}))
 
@@ -297,7 +311,8 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0, is_
         if is_train:
             sampler = make_train_sampler(cfg, dataset, is_distributed, sampler_options)
         else:
-            sampler = make_data_sampler(dataset, shuffle, is_distributed, seed=cfg.DATALOADER.SEED)
+            # The test order only shards the images over the processes: no seed is needed.
+            sampler = make_data_sampler(dataset, shuffle, is_distributed)
         batch_sampler = make_batch_data_sampler(
             dataset, sampler, aspect_grouping, images_per_gpu, num_iters, start_iter
         )

@@ -1,5 +1,5 @@
-"""Set-up shared by the command-line tools: arguments, config merging with clear errors, devices and
-the process group.
+"""Set-up shared by the command-line tools: arguments, config merging with clear errors, devices,
+the process group and the run's seed.
 
 A process is one of a distributed run when WORLD_SIZE > 1 (set by torchrun /
 torch.distributed.run). It then joins the process group over NCCL when MODEL.DEVICE is "cuda"
@@ -21,6 +21,7 @@ from maskrcnn_benchmark.data.datasets.evaluation.lvis.results_file import Evalua
 from maskrcnn_benchmark.utils.collect_env import collect_env_info
 from maskrcnn_benchmark.utils.comm import synchronize
 from maskrcnn_benchmark.utils.model_serialization import CheckpointFileError
+from maskrcnn_benchmark.utils.seed import draw_seed, saved_seed, seed_all_rng
 
 # Errors whose message already names the file, the record and the fix: a tool exits with that one
 # line instead of a traceback. A non-finite loss (FloatingPointError) says which checkpoint exists.
@@ -138,6 +139,34 @@ def init_distributed(cfg, local_rank_argument):
         dist.init_process_group(backend=backend, init_method="env://")
         synchronize()
     return local_rank, num_processes
+
+
+def setup_seed(cfg, logger, resumed_config_file=None):
+    """Resolve SEED and seed this process's generators (Python, NumPy, torch) with it.
+
+    Every process uses the same SEED, so that what each builds at random (the model before DDP
+    broadcasts it, LST's weight generator, which DDP does not hold, a test model without weights)
+    starts identical. SEED -1 becomes rank 0's choice: the SEED of ``resumed_config_file`` (the
+    config.yml of the interrupted run being resumed, so that its samplers keep their seed) when it
+    holds one, else a seed drawn at random. The value is written into ``cfg`` (saved with it as
+    config.yml) and logged. Call after init_distributed, before the model is built.
+    """
+    seed, origin = cfg.SEED, "from the config"
+    if seed < 0:
+        seed = saved_seed(resumed_config_file) if resumed_config_file else -1
+        origin = "of the interrupted run ({})".format(resumed_config_file)
+        if seed < 0:
+            seed, origin = draw_seed(), "drawn at random (SEED -1)"
+        if dist.is_available() and dist.is_initialized():
+            chosen = [seed]
+            dist.broadcast_object_list(chosen, src=0)
+            seed = chosen[0]
+        cfg.defrost()
+        cfg.SEED = seed
+        cfg.freeze()
+    seed_all_rng(seed)
+    logger.info("SEED %d (%s)", seed, origin)
+    return seed
 
 
 def log_run_info(logger, cfg, args, num_processes):

@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from torch.nn import functional as F
 
-from maskrcnn_benchmark.data.build import build_dataset
+from maskrcnn_benchmark.data.build import build_dataset, sampler_seed
 from maskrcnn_benchmark.data.catalog import load_dataset_catalog
 from maskrcnn_benchmark.data.transforms import build_transforms
 from maskrcnn_benchmark.engine.mixed_precision import autocast
@@ -121,7 +121,7 @@ def build_episodic_weight_generator(cfg, phase, model, optimizer):
 
 # ----------------------------------------------------------------------------- support
 def make_support_sampler(cfg, phase, dataset):
-    """The SupportSampler of ``phase`` over ``dataset``'s new-class images (seed DATALOADER.SEED,
+    """The SupportSampler of ``phase`` over ``dataset``'s new-class images (seed: sampler_seed,
     CLASSES_PER_EPISODE, 0 = all, capped at the classes with images)."""
     labels = phase.new_labels
     images = class_images(dataset, labels)
@@ -131,7 +131,7 @@ def make_support_sampler(cfg, phase, dataset):
             "MWG: new classes %s have no training image; their classifier rows are trained as ordinary "
             "parameters and not generated", without_images)
     classes_per_episode = min(cfg.MODEL.FEW_SHOT.CLASSES_PER_EPISODE, len(images))  # 0 stays 0: all
-    return SupportSampler(images, classes_per_episode, seed=cfg.DATALOADER.SEED)
+    return SupportSampler(images, classes_per_episode, seed=sampler_seed(cfg))
 
 
 # ----------------------------------------------------------------------------- end of phase

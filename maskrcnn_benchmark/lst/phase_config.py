@@ -12,6 +12,8 @@ and an experiment folder OUT (lst.experiment). The config of phase t is its YAML
 this module derives from the division and the previous phase's files:
 
 * OUTPUT_DIR = OUT/phase_<t>, MODEL.LST.PHASE = t, MODEL.LST.PHASES_FILE = OUT/phases.json;
+* SEED = the experiment's SEED + t (see phase_seed), the seed of the phase's initialisation,
+  samplers and expansion (tools/lst_expand.py reads it from the phase config);
 * MODEL.ROI_BOX_HEAD.NUM_CLASSES = 1 + |C_0 ∪ ... ∪ C_t|, MODEL.LST.NUM_OLD_CLASSES = |C_0 ∪ ... ∪ C_t-1|;
 * for t >= 1: MODEL.WEIGHT = OUT/phase_<t>/model_init.pth (theta_{t-1} expanded by
   tools/lst_expand.py), MODEL.LST.REPLAY_PLAN_FILE = OUT/phase_<t>/replay_plan.json and
@@ -25,6 +27,7 @@ import os
 from maskrcnn_benchmark.config import cfg as default_cfg
 from maskrcnn_benchmark.config.config_file import merge_config_file
 from maskrcnn_benchmark.data.catalog import load_dataset_catalog
+from maskrcnn_benchmark.utils.seed import SEED_BOUND, draw_seed, saved_seed
 
 from .division import load_replay_plan
 from .experiment import Experiment
@@ -60,6 +63,20 @@ def train_annotation_file(config):
             "The LST division needs exactly one training dataset, got DATASETS.TRAIN = {}".format(
                 config.DATASETS.TRAIN))
     return load_dataset_catalog(config).get(config.DATASETS.TRAIN[0])["args"]["ann_file"]
+
+
+def phase_seed(seed, phase, config_file):
+    """The SEED of phase ``phase`` of an experiment whose config sets ``seed``: seed + phase, so
+    that the phases of one experiment draw differently and the same SEED repeats the chain.
+
+    ``seed`` -1 (random): the SEED already saved in the phase's ``config_file`` when there is one
+    (a rerun of the chain resumes the phase with its seed), else one drawn at random, which is
+    written into the phase config so that the phase repeats from it.
+    """
+    if seed >= 0:
+        return (seed + phase) % SEED_BOUND
+    saved = saved_seed(config_file)
+    return saved if saved >= 0 else draw_seed()
 
 
 def check_division_keys(config, yaml_path, phases, phases_file):
@@ -108,6 +125,7 @@ def phase_config(config_dir, experiment_dir, phase, opts=()):
     files = experiment.phase(phase)
     derived = [
         "OUTPUT_DIR", files.dir,
+        "SEED", phase_seed(config.SEED, phase, files.config),
         "MODEL.LST.PHASE", phase,
         "MODEL.LST.PHASES_FILE", experiment.phases_file,
         "MODEL.ROI_BOX_HEAD.NUM_CLASSES", resolved.num_classes,

@@ -16,7 +16,7 @@ import math
 import numpy as np
 from torch.utils.data.sampler import Sampler
 
-from maskrcnn_benchmark.data.build import TRAIN_SAMPLERS
+from maskrcnn_benchmark.data.build import TRAIN_SAMPLERS, sampler_seed
 from maskrcnn_benchmark.data.samplers.distributed import resolve_replicas, shard_indices
 from maskrcnn_benchmark.data.samplers.repeat_factor_sampler import dataset_image_labels, epoch_generator
 
@@ -82,7 +82,7 @@ class BalancedReplaySampler(Sampler):
         new_image_labels (str): MODEL.LST.NEW_IMAGE_LABELS, the new-class entries of
             "balanced" and "none" (see new_image_entries): "per_class" or "all".
         num_replicas (int), rank (int): default from torch.distributed.
-        seed (int): DATALOADER.SEED.
+        seed (int): the samplers' seed (data.build.sampler_seed: DATALOADER.SEED, else SEED).
 
     Attributes:
         image_labels (list[list[int]]): per dataset index, its training labels.
@@ -222,6 +222,6 @@ def build_balanced_replay_sampler(cfg, dataset, num_replicas, rank, phase=None):
         quotas = phase.replay_quotas(lst.REPLAY_PLAN_FILE, dataset.json_category_id_to_contiguous_id,
                                      lst.REPLAY_QUOTA_RULE)
     sampler = BalancedReplaySampler(dataset, phase.num_old_classes, quotas, lst.REPLAY, lst.NEW_IMAGE_LABELS,
-                                    num_replicas=num_replicas, rank=rank, seed=cfg.DATALOADER.SEED)
+                                    num_replicas=num_replicas, rank=rank, seed=sampler_seed(cfg))
     report_replay_balance(sampler, dataset, lst.ROI_ACTIVE_CLASS_ONLY, cfg.OUTPUT_DIR)
     return sampler

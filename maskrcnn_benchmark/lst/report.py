@@ -3,9 +3,10 @@
 Three reports:
 
 * Table 1 of the LST paper (plus APr/c/f): one row per model, read from the metrics.json that
-  the LVIS evaluation writes ({"bbox": {...}, "segm": {...}}, see lvis_eval.lvis_metrics); when
-  a row's metrics.json has Fixed AP (TEST.LVIS_FIXED_AP: "segm"."fixed_AP"), the table gains
-  Fixed AP columns.
+  the LVIS evaluation writes ({"bbox": {...}, "segm": {...}}, see lvis_eval.lvis_metrics), or
+  from several, one per seed: then the mean ± sample standard deviation (ddof = 1) over the
+  seeds, and paired differences of two rows over the same seeds. When a row's metrics.json has
+  Fixed AP (TEST.LVIS_FIXED_AP: "segm"."fixed_AP"), the table gains Fixed AP columns.
 * The LST phase report: one row per class-incremental phase of an experiment directory
   (phases.json and phase_<t>/inference/<dataset>/metrics.json), with the AP of the old, new and
   all classes, and its plots (AP per phase, like the paper's Figures 7-8; AP per bin).
@@ -21,6 +22,7 @@ import math
 import os
 from collections import OrderedDict
 
+import numpy as np
 from matplotlib.figure import Figure
 
 from maskrcnn_benchmark.data.datasets.evaluation.lvis.bins import INSTANCE_COUNT_BINS, training_instance_counts
@@ -92,6 +94,13 @@ def load_metrics(path):
     return metrics
 
 
+def _metric_value(metrics, location, path):
+    """The AP at ``location`` (iou type, key, sub-key) in percent, rounded to one decimal, or
+    None when it is missing or undefined (-1 or NaN)."""
+    value = _metric_percent(metrics, location, path)
+    return None if value is None else round(value, 1)
+
+
 def _metric_entry(metrics, location, path):
     """The value at ``location`` (keys from the iou type down), or None when a key is missing."""
     value = metrics
@@ -105,9 +114,8 @@ def _metric_entry(metrics, location, path):
     return value
 
 
-def _metric_value(metrics, location, path):
-    """The AP at ``location`` (keys from the iou type down) in percent, rounded to one decimal,
-    or None when it is missing or undefined (-1 or NaN)."""
+def _metric_percent(metrics, location, path):
+    """The AP at ``location`` in percent, unrounded, or None (see _metric_value)."""
     value = _metric_entry(metrics, location, path)
     if value is None:
         return None
@@ -116,7 +124,7 @@ def _metric_value(metrics, location, path):
             path, ".".join(location), value))
     if math.isnan(value) or value < 0:
         return None
-    return round(100.0 * value, 1)
+    return 100.0 * value
 
 
 def metric_values(metrics, columns, path):
@@ -156,12 +164,13 @@ def _plot_value(value):
     return float("nan") if value is None else value
 
 
-def plot_grouped_bins(series, path, title):
+def plot_grouped_bins(series, path, title, errors=None):
     """Grouped bar plot of mask AP per training instance-count bin, saved as a png at ``path``.
 
     Arguments:
         series (list[tuple[str, dict]]): (legend label, {"AP<bin>": percent or None}) per bar group
             member; an undefined bin draws no bar.
+        errors (list[dict] or None): per series member, {"AP<bin>": error bar half-length or None}.
     """
     figure = Figure(figsize=(9, 4.5))
     axes = figure.subplots()
@@ -170,7 +179,10 @@ def plot_grouped_bins(series, path, title):
     for index, (label, values) in enumerate(series):
         offset = (index - (len(series) - 1) / 2.0) * width
         heights = [_plot_value(values.get("AP" + b)) for b in BIN_LABELS]
-        axes.bar([p + offset for p in positions], heights, width=width, label=label)
+        spread = None
+        if errors is not None:
+            spread = [errors[index].get("AP" + b) or 0.0 for b in BIN_LABELS]
+        axes.bar([p + offset for p in positions], heights, width=width, label=label, yerr=spread, capsize=2)
         for position, height in zip(positions, heights):
             if math.isnan(height):  # mark an undefined bin, which would look like AP 0
                 axes.text(position + offset, 0, UNDEFINED, ha="center", va="bottom")
@@ -192,35 +204,71 @@ def plot_grouped_bins(series, path, title):
 # Table 1
 # ---------------------------------------------------------------------------------------------
 
+def _file_list(metrics_files):
+    return [metrics_files] if isinstance(metrics_files, str) else list(metrics_files)
+
+
+def _rounded(value, digits):
+    return None if value is None else round(value, digits)
+
+
+def table1_metrics(entries):
+    """TABLE1_METRICS, plus TABLE1_FIXED_AP_METRICS when one of the rows' metrics files has Fixed AP."""
+    for _, metrics_files in entries:
+        for path in _file_list(metrics_files):
+            if os.path.isfile(path) and _metric_entry(load_metrics(path), FIXED_AP_LOCATION, path) is not None:
+                return OrderedDict(list(TABLE1_METRICS.items()) + list(TABLE1_FIXED_AP_METRICS.items()))
+    return TABLE1_METRICS
+
+
+def per_seed_percents(metrics_files, columns=TABLE1_METRICS):
+    """{column of ``columns``: [unrounded percent or None, one per file]}; a file that does not
+    exist (a seed not run yet) gives None everywhere."""
+    values = OrderedDict((name, []) for name in columns)
+    for path in metrics_files:
+        metrics = load_metrics(path) if os.path.isfile(path) else None
+        for name, location in columns.items():
+            values[name].append(None if metrics is None else _metric_percent(metrics, location, path))
+    return values
+
+
+def mean_and_std(values):
+    """(mean, sample standard deviation with ddof = 1, n) of the values that are not None; the std
+    is None below two values, the mean None without any."""
+    defined = [v for v in values if v is not None]
+    if not defined:
+        return None, None, 0
+    std = float(np.std(defined, ddof=1)) if len(defined) > 1 else None
+    return float(np.mean(defined)), std, len(defined)
+
+
 def table1_rows(entries):
     """Rows of Table 1.
 
     Arguments:
-        entries (list[tuple[str, str]]): (model name, metrics.json path) per row, in order.
+        entries (list[tuple[str, str or list[str]]]): (model name, metrics.json path, or one path
+            per seed) per row, in order.
 
     Returns:
-        list[OrderedDict]: "model", "metrics_file", "status" ("ok" or "not run", when the file
-        does not exist) and a value (percent or None) per column of TABLE1_METRICS, and of
-        TABLE1_FIXED_AP_METRICS in every row when one row's metrics.json has Fixed AP.
+        list[OrderedDict]: "model", "metrics_files", "status" ("ok", "not run" when no file
+        exists, "partial" when some do), "runs" (files that exist), a value per column of
+        table1_metrics(entries) (the mean over the runs, percent, one decimal, or None), "std"
+        (column -> sample standard deviation, ddof = 1, two decimals; None below two runs) and
+        "per_seed" (column -> the value of each file, one decimal, None for a missing file or value).
     """
-    rows, fixed_ap = [], False
-    for model, metrics_file in entries:
-        row = OrderedDict([("model", model), ("metrics_file", metrics_file)])
-        if os.path.isfile(metrics_file):
-            metrics = load_metrics(metrics_file)
-            row["status"] = "ok"
-            row.update(metric_values(metrics, TABLE1_METRICS, metrics_file))
-            if _metric_entry(metrics, FIXED_AP_LOCATION, metrics_file) is not None:
-                fixed_ap = True
-                row.update(metric_values(metrics, TABLE1_FIXED_AP_METRICS, metrics_file))
-        else:
-            row["status"] = "not run"
-            row.update((name, None) for name in TABLE1_METRICS)
+    columns = table1_metrics(entries)
+    rows = []
+    for model, metrics_files in entries:
+        files = _file_list(metrics_files)
+        runs = sum(os.path.isfile(path) for path in files)
+        status = "ok" if runs == len(files) else ("not run" if runs == 0 else "partial")
+        values = per_seed_percents(files, columns)
+        row = OrderedDict([("model", model), ("metrics_files", files), ("status", status), ("runs", runs)])
+        statistics = {name: mean_and_std(column) for name, column in values.items()}
+        row.update((name, _rounded(statistics[name][0], 1)) for name in columns)
+        row["std"] = OrderedDict((name, _rounded(statistics[name][1], 2)) for name in columns)
+        row["per_seed"] = OrderedDict((name, [_rounded(v, 1) for v in column]) for name, column in values.items())
         rows.append(row)
-    if fixed_ap:
-        for row in rows:
-            for name in TABLE1_FIXED_AP_METRICS:
-                row.setdefault(name, None)
     return rows
 
 
@@ -230,12 +278,75 @@ def table1_columns(rows):
     return TABLE1_COLUMNS + (list(TABLE1_FIXED_AP_METRICS) if fixed_ap else [])
 
 
-def table1_markdown(rows, title=None, note=None):
-    """Table 1 as markdown: the title, the table (a row not run says so), the notes."""
-    cells = [row if row["status"] == "ok" else dict(row, **{TABLE1_COLUMNS[1]: "not run"})
-             for row in rows]
-    parts = ["## " + title] if title else []
+def paired_differences(entries, pairs):
+    """Paired comparisons of Table 1 rows over the same seeds.
+
+    Arguments:
+        entries: as for table1_rows; the i-th file of every row is the run with the i-th seed.
+        pairs (list[tuple[str, str]]): (model A, model B), for the differences A - B.
+
+    Returns:
+        list[OrderedDict]: "comparison" ("A − B"), "a", "b", a value per column of TABLE1_METRICS
+        (the mean of the per-seed differences over the seeds where both runs have the value, two
+        decimals, or None), "std" (column -> their sample standard deviation, ddof = 1, two
+        decimals, None below two seeds), "n" (column -> that number of seeds) and "per_seed"
+        (column -> the difference of each seed, two decimals, or None).
+    """
+    files = OrderedDict((model, _file_list(metrics_files)) for model, metrics_files in entries)
+    comparisons = []
+    for model_a, model_b in pairs:
+        for model in (model_a, model_b):
+            if model not in files:
+                raise ReportInputError("paired comparison {!r} - {!r}: no row is named {!r}; rows: {}".format(
+                    model_a, model_b, model, ", ".join(repr(m) for m in files)))
+        if len(files[model_a]) != len(files[model_b]):
+            raise ReportInputError(
+                "paired comparison {!r} - {!r}: the rows have {} and {} metrics files; a paired comparison "
+                "needs one file per seed, the same seeds in the same order".format(
+                    model_a, model_b, len(files[model_a]), len(files[model_b])))
+        values_a, values_b = per_seed_percents(files[model_a]), per_seed_percents(files[model_b])
+        row = OrderedDict([("comparison", "{} − {}".format(model_a, model_b)), ("a", model_a), ("b", model_b)])
+        differences = OrderedDict(
+            (name, [None if a is None or b is None else a - b for a, b in zip(values_a[name], values_b[name])])
+            for name in TABLE1_METRICS)
+        statistics = {name: mean_and_std(column) for name, column in differences.items()}
+        row.update((name, _rounded(statistics[name][0], 2)) for name in TABLE1_METRICS)
+        row["std"] = OrderedDict((name, _rounded(statistics[name][1], 2)) for name in TABLE1_METRICS)
+        row["n"] = OrderedDict((name, statistics[name][2]) for name in TABLE1_METRICS)
+        row["per_seed"] = OrderedDict((name, [_rounded(d, 2) for d in column]) for name, column in differences.items())
+        comparisons.append(row)
+    return comparisons
+
+
+def _mean_std_cell(mean, std, digits=1):
+    if mean is None:
+        return UNDEFINED
+    if std is None:
+        return "{:.{}f}".format(mean, digits)
+    return "{:.{}f} ± {:.{}f}".format(mean, digits, std, digits)
+
+
+def _model_cell(row):
+    files = len(row["metrics_files"])
+    if files == 1:
+        return row["model"]
+    if row["runs"] == files:
+        return "{} ({} seeds)".format(row["model"], files)
+    return "{} ({} of {} seeds)".format(row["model"], row["runs"], files)
+
+
+def table1_markdown(rows, title=None, note=None, comparisons=()):
+    """Table 1 as markdown: the title, the table (a row not run says so; a row of several seeds
+    gives mean ± std), the paired differences, the notes."""
     columns = table1_columns(rows)
+    cells = []
+    for row in rows:
+        if row["status"] == "not run":
+            cells.append({"model": _model_cell(row), TABLE1_COLUMNS[1]: "not run"})
+            continue
+        cell = {name: _mean_std_cell(row[name], row["std"][name]) for name in columns[1:]}
+        cells.append(dict(cell, model=_model_cell(row)))
+    parts = ["## " + title] if title else []
     parts.append(markdown_table(columns, cells))
     parts.append("Mask AP (%) unless stated; AP^bb is box AP; {} = undefined (no category with "
                  "ground truth).".format(UNDEFINED))
@@ -243,27 +354,48 @@ def table1_markdown(rows, title=None, note=None):
         parts.append("Fixed AP (Dave et al. 2021): each category's best detections over the "
                      "dataset (TEST.LVIS_FIXED_AP_DETS_PER_CLASS), no per-image cap; {} where a "
                      "run did not compute it.".format(UNDEFINED))
+    if any(len(row["metrics_files"]) > 1 for row in rows):
+        parts.append("A row of n seeds (one run each, the same data) gives the mean ± the sample "
+                     "standard deviation (ddof = 1) over its n runs.")
+    if comparisons:
+        columns = ["comparison"] + list(TABLE1_METRICS)
+        paired_cells = []
+        for comparison in comparisons:
+            counts = sorted(set(comparison["n"].values()))
+            cell = {name: _mean_std_cell(comparison[name], comparison["std"][name], 2) for name in TABLE1_METRICS}
+            paired_cells.append(dict(cell, comparison="{} (n = {})".format(
+                comparison["comparison"], "/".join(str(n) for n in counts))))
+        parts.append("### Paired differences over the same seeds\n\n" + markdown_table(columns, paired_cells))
+        parts.append("Per seed, the row's AP minus the other row's (points); mean ± sample standard "
+                     "deviation (ddof = 1) of these differences over the n seeds where both ran (the "
+                     "standard error of the mean difference is std / √n).")
     if note:
         parts.append(note)
     return "\n\n".join(parts) + "\n"
 
 
-def write_table1(entries, output_dir, title="Table 1", note=None, name="table1"):
-    """Write output_dir/<name>.md, <name>.json and <name>_ap_per_bin.png; return the markdown.
+def write_table1(entries, output_dir, title="Table 1", note=None, name="table1", pairs=()):
+    """Write output_dir/<name>.md, <name>.json and <name>_ap_per_bin.png (error bars: the std over
+    the seeds); return the markdown.
 
     Arguments:
-        entries (list[tuple[str, str]]): (model name, metrics.json path); a missing file is a row
-            "not run".
+        entries (list[tuple[str, str or list[str]]]): (model name, metrics.json path or one per
+            seed); a missing file is a run "not run".
         name (str): file name stem, e.g. "table3" for the grid of base and phase sizes.
+        pairs (list[tuple[str, str]]): (model A, model B) rows to compare seed by seed (A - B).
     """
     rows = table1_rows(entries)
-    markdown = table1_markdown(rows, title, note)
+    comparisons = paired_differences(entries, pairs)
+    markdown = table1_markdown(rows, title, note, comparisons)
     atomic_write_text(os.path.join(output_dir, name + ".md"), markdown)
-    atomic_write_json({"title": title, "note": note, "columns": table1_columns(rows), "rows": rows},
+    atomic_write_json({"title": title, "note": note, "columns": table1_columns(rows), "std": "sample, ddof=1",
+                       "rows": rows, "paired": comparisons},
                       os.path.join(output_dir, name + ".json"))
-    series = [(row["model"], row) for row in rows if row["status"] == "ok"]
-    plot_grouped_bins(series, os.path.join(output_dir, name + "_ap_per_bin.png"),
-                      "{}: mask AP per training instance-count bin".format(title))
+    finished = [row for row in rows if row["status"] != "not run"]
+    plot_grouped_bins([(row["model"], row) for row in finished],
+                      os.path.join(output_dir, name + "_ap_per_bin.png"),
+                      "{}: mask AP per training instance-count bin".format(title),
+                      errors=[row["std"] for row in finished])
     return markdown
 
 

@@ -59,7 +59,7 @@ class SupportSampler:
         classes_per_episode (int): E, at most the number of classes; 0 = every class in every
             episode, split over the processes.
         num_replicas (int), rank (int): default from torch.distributed.
-        seed (int): DATALOADER.SEED.
+        seed (int): the samplers' seed (data.build.sampler_seed: DATALOADER.SEED, else SEED).
 
     Attributes:
         labels (list[int]): the classes, sorted.

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from maskrcnn_benchmark.lst.phase_config import phase_config
+from maskrcnn_benchmark.utils.miscellaneous import save_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SYNTHETIC_LST = os.path.join(REPO, "configs", "synthetic", "lst")
@@ -34,6 +35,20 @@ def test_phase_zero_trains_the_base_classes_from_the_yaml_weights(experiment):
     assert config.MODEL.WEIGHT == ""  # from the synthetic YAML: trained from scratch
     assert config.MODEL.ROI_BOX_HEAD.PREDICTOR == "FPNCosinePredictor"
     assert not config.MODEL.LST.DISTILL.ENABLED and config.DATALOADER.SAMPLER == ""
+
+
+def test_phase_t_takes_the_experiment_seed_plus_t(experiment):
+    assert [phase_config(SYNTHETIC_LST, str(experiment), t).SEED for t in range(3)] == [0, 1, 2]  # SEED: 0
+    assert [phase_config(SYNTHETIC_LST, str(experiment), t, ["SEED", 10]).SEED for t in range(3)] == [10, 11, 12]
+    assert phase_config(SYNTHETIC_LST, str(experiment), 2, ["SEED", 10]).DATALOADER.SEED == -1  # samplers: SEED
+
+
+def test_a_drawn_phase_seed_is_kept_when_the_config_is_written_again(experiment):
+    first = phase_config(SYNTHETIC_LST, str(experiment), 1, ["SEED", -1])
+    assert first.SEED >= 0
+    save_config(first, first.OUTPUT_DIR + "/config.yml")
+    assert phase_config(SYNTHETIC_LST, str(experiment), 1, ["SEED", -1]).SEED == first.SEED
+    assert phase_config(SYNTHETIC_LST, str(experiment), 1, ["SEED", 4]).SEED == 5  # an explicit seed wins
 
 
 def test_incremental_phase_chains_to_the_previous_phase(experiment):
@@ -128,7 +143,7 @@ def test_cli_writes_a_config_that_train_net_can_merge(experiment):
     assert written["SOLVER"]["MAX_ITER"] == 5 and written["MODEL"]["LST"]["PHASE"] == 1
     described = subprocess.run([sys.executable, tool, "--config-dir", SYNTHETIC_LST, "--describe"],
                                capture_output=True, text=True, check=True).stdout.split()
-    assert described[:3] == ["24", "20", "ceil"] and described[3].endswith("synthetic_lt/train.json")
+    assert described[:4] == ["24", "20", "ceil", "0"] and described[4].endswith("synthetic_lt/train.json")
     failed = subprocess.run([sys.executable, tool, "--config-dir", SYNTHETIC_LST, "--experiment-dir",
                              str(experiment), "--phase", "7"], capture_output=True, text=True)
     assert failed.returncode != 0 and "phase 7" in failed.stderr

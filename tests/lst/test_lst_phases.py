@@ -261,7 +261,7 @@ def phase_cfg(phase_catalog, phase, *opts):
     phases = division.load_phases(os.path.join(experiment, "phases.json"))
     config = cfg.clone()
     config.merge_from_list([
-        "PATHS_CATALOG", catalog, "OUTPUT_DIR", experiment,
+        "PATHS_CATALOG", catalog, "OUTPUT_DIR", experiment, "SEED", 0,
         "DATASETS.TRAIN", ("lvis_fixture",), "DATASETS.TEST", ("lvis_fixture",),
         "DATALOADER.NUM_WORKERS", 0, "INPUT.MIN_SIZE_TRAIN", (32,), "INPUT.MAX_SIZE_TRAIN", 64,
         "INPUT.MIN_SIZE_TEST", 32, "INPUT.MAX_SIZE_TEST", 64,

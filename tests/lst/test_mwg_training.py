@@ -345,8 +345,10 @@ def test_support_features_of_an_image_come_from_that_image_when_an_earlier_one_i
 # ----------------------------------------------------------------------------- a whole phase
 @pytest.fixture(scope="module")
 def mwg_phase(experiment, tmp_path_factory):
-    """An uninterrupted episodic phase 1 (4 episodes), trained in this process."""
-    cfg = mwg_cfg(experiment, tmp_path_factory.mktemp("mwg_phase"), "MODEL.FEW_SHOT.SUPPORT_PROPOSALS", False)
+    """An uninterrupted episodic phase 1 (4 episodes), trained in this process; every scored box is
+    a detection (SCORE_THRESH 0), so that comparing predictions is never vacuous."""
+    cfg = mwg_cfg(experiment, tmp_path_factory.mktemp("mwg_phase"), "MODEL.FEW_SHOT.SUPPORT_PROPOSALS", False,
+                  "MODEL.ROI_HEADS.SCORE_THRESH", 0.0)
     model = train_phase(cfg)
     return cfg, model
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -109,7 +110,7 @@ def test_table1_values_are_percent_with_one_decimal(tmp_path):
         table = json.load(f)
     assert table["title"] == "My table" and table["columns"] == TABLE1_COLUMNS
     for (model, path), metrics, row in zip(entries, [metrics_a, metrics_b], table["rows"]):
-        assert row["model"] == model and row["metrics_file"] == path
+        assert row["model"] == model and row["metrics_files"] == [path]
         assert [row[c] for c in TABLE1_COLUMNS[1:]] == [round(v * 100, 1)
                                                         for v in table1_values(metrics)]
     check_png(tmp_path / "report" / "table1_ap_per_bin.png")
@@ -141,6 +142,68 @@ def test_table1_missing_run_and_undefined_values(tmp_path):
     assert rows[0]["AP(0,1]"] is None and rows[0]["AP(0,5)"] is None and rows[0]["APf"] is None
     assert all(rows[1][c] is None for c in TABLE1_COLUMNS[1:])
     check_png(tmp_path / "report" / "table1_ap_per_bin.png")
+
+
+def write_seed_runs(tmp_path, name, seeds):
+    """One metrics.json per seed (values derived from the seed); returns (paths, metrics dicts)."""
+    metrics = [make_metrics(seed) for seed in seeds]
+    paths = [write_json(tmp_path / name / "seed{}".format(seed) / "metrics.json", m) for seed, m in zip(seeds, metrics)]
+    return paths, metrics
+
+
+def test_table1_of_several_seeds_gives_mean_std_and_paired_differences(tmp_path):
+    """Mean, sample std (ddof = 1) and the per-seed differences of two rows, against numpy on the
+    metrics files' values (percent)."""
+    paths_a, metrics_a = write_seed_runs(tmp_path, "a", [1, 2, 3])
+    paths_b, metrics_b = write_seed_runs(tmp_path, "b", [7, 4, 9])
+    entries = [("LST w/o MWG", paths_a), ("Repeat-factor sampling", paths_b)]
+    markdown = write_table1(entries, str(tmp_path / "report"), pairs=[("LST w/o MWG", "Repeat-factor sampling")])
+    with open(tmp_path / "report" / "table1.json") as f:
+        table = json.load(f)
+    values_a = 100 * np.array([table1_values(m) for m in metrics_a])  # seeds x columns
+    values_b = 100 * np.array([table1_values(m) for m in metrics_b])
+    for row, values in zip(table["rows"], (values_a, values_b)):
+        assert row["status"] == "ok" and row["runs"] == 3
+        for column, name in enumerate(TABLE1_COLUMNS[1:]):
+            assert row[name] == pytest.approx(values[:, column].mean(), abs=0.05 + 1e-9)
+            assert row["std"][name] == pytest.approx(values[:, column].std(ddof=1), abs=0.005 + 1e-9)
+            assert row["per_seed"][name] == pytest.approx(values[:, column], abs=0.05 + 1e-9)
+    (paired,) = table["paired"]
+    assert paired["comparison"] == "LST w/o MWG − Repeat-factor sampling"
+    differences = values_a - values_b
+    for column, name in enumerate(TABLE1_COLUMNS[1:]):
+        assert paired["n"][name] == 3
+        assert paired[name] == pytest.approx(differences[:, column].mean(), abs=0.005 + 1e-9)
+        assert paired["std"][name] == pytest.approx(differences[:, column].std(ddof=1), abs=0.005 + 1e-9)
+        assert paired["per_seed"][name] == pytest.approx(differences[:, column], abs=0.005 + 1e-9)
+
+    table_part, paired_part = markdown.split("### Paired differences over the same seeds")
+    rows = markdown_rows(table_part)
+    assert rows[0][0] == "LST w/o MWG (3 seeds)"
+    column = TABLE1_COLUMNS.index("AP(0,10)")
+    assert rows[0][column] == "{:.1f} ± {:.1f}".format(values_a[:, column - 1].mean(), values_a[:, column - 1].std(ddof=1))
+    assert "ddof = 1" in table_part and "ddof = 1" in paired_part
+    (paired_cells,) = markdown_rows(paired_part)
+    assert paired_cells[0] == "LST w/o MWG − Repeat-factor sampling (n = 3)"
+    assert paired_cells[column] == "{:.2f} ± {:.2f}".format(differences[:, column - 1].mean(),
+                                                       differences[:, column - 1].std(ddof=1))
+    check_png(tmp_path / "report" / "table1_ap_per_bin.png")
+
+
+def test_table1_seeds_not_run_yet_and_bad_pairs(tmp_path):
+    paths, metrics = write_seed_runs(tmp_path, "a", [1, 2])
+    later = str(tmp_path / "a" / "seed3" / "metrics.json")
+    entries = [("Partial", paths + [later]), ("Single", [paths[0]])]
+    markdown = write_table1(entries, str(tmp_path / "report"))
+    partial_row = json.load(open(tmp_path / "report" / "table1.json"))["rows"][0]
+    assert partial_row["status"] == "partial" and partial_row["runs"] == 2
+    assert partial_row["per_seed"]["AP"][2] is None
+    assert partial_row["AP"] == pytest.approx(100 * np.mean([m["segm"]["AP"] for m in metrics]), abs=0.05 + 1e-9)
+    assert markdown_rows(markdown)[0][0] == "Partial (2 of 3 seeds)"
+    with pytest.raises(ReportInputError, match="no row is named 'Nope'"):
+        write_table1(entries, str(tmp_path / "report"), pairs=[("Partial", "Nope")])
+    with pytest.raises(ReportInputError, match="3 and 1 metrics files"):
+        write_table1(entries, str(tmp_path / "report"), pairs=[("Partial", "Single")])
 
 
 def test_table1_gains_fixed_ap_columns_when_a_run_has_fixed_ap(tmp_path):
@@ -320,6 +383,15 @@ def test_cli_table1_and_errors(tmp_path):
     assert named.returncode == 0, named.stderr
     assert markdown_rows(named.stdout)[0][0] == "b 4, phase size 2 (1 phase)"
     assert sorted(os.listdir(tmp_path / "grid")) == ["table3.json", "table3.md", "table3_ap_per_bin.png"]
+
+    paths_a, _ = write_seed_runs(tmp_path, "a", [1, 2])
+    paths_b, _ = write_seed_runs(tmp_path, "b", [3, 4])
+    seeds = run_cli("table1", "--row", "A=" + ",".join(paths_a), "--row", "B=" + ",".join(paths_b),
+                    "--paired", "A", "B", "--output-dir", tmp_path / "seeds")
+    assert seeds.returncode == 0, seeds.stderr
+    table = json.loads((tmp_path / "seeds" / "table1.json").read_text())
+    assert [row["metrics_files"] for row in table["rows"]] == [paths_a, paths_b]
+    assert table["paired"][0]["comparison"] == "A − B" and "± " in seeds.stdout
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ class ClassAwareSampler(Sampler):
     Arguments:
         dataset: has ``get_category_labels(index)``.
         num_replicas (int), rank (int): default from torch.distributed.
-        seed (int): DATALOADER.SEED.
+        seed (int): the samplers' seed (data.build.sampler_seed: DATALOADER.SEED, else SEED).
 
     Attributes:
         class_to_images (dict[int, np.ndarray]): label -> sorted indices of its images.

@@ -64,7 +64,7 @@ class RepeatFactorSampler(Sampler):
         dataset: has ``get_category_labels(index)``.
         repeat_threshold (float): t (DATALOADER.REPEAT_THRESHOLD).
         num_replicas (int), rank (int): default from torch.distributed.
-        seed (int): DATALOADER.SEED.
+        seed (int): the samplers' seed (data.build.sampler_seed: DATALOADER.SEED, else SEED).
 
     Attributes:
         repeat_factors (np.ndarray): (N,) r_i per dataset index.

@@ -1,0 +1,60 @@
+"""lst_scripts/table1.sh --seeds on the tiny CPU config and the LVIS test fixture: one run per seed
+in folders of their own, resumed when finished, and a table whose mean and spread are those of
+the per-seed metrics files."""
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+import yaml
+
+from fixtures_training import REPO_ROOT, TINY_CONFIG
+
+pytestmark = pytest.mark.slow
+
+BIN_LABELS = ["(0,1]", "(0,5)", "(0,10)", "[10,100)", "[100,1000)", "[1000,-)"]
+
+
+def table1_columns(metrics):
+    """Table 1's columns (AP(0,1] .. APf) of a metrics.json, in percent; None where undefined."""
+    segm, bbox = metrics["segm"], metrics["bbox"]
+    values = ([segm["bins"][label] for label in BIN_LABELS]
+              + [segm["AP"], segm["AP50"], segm["AP75"], bbox["AP"], segm["APr"], segm["APc"], segm["APf"]])
+    return [100.0 * v if v >= 0 else None for v in values]
+
+
+def test_table1_seeds_gives_the_mean_and_std_of_the_per_seed_runs(workspace):
+    out = workspace["dir"] / "table1"
+    command = ["bash", os.path.join(REPO_ROOT, "lst_scripts", "table1.sh"), "--rows", "plain", "--seeds", "2",
+               "--config-prefix", TINY_CONFIG[:-len(".yaml")], "--test-set", "fixture_test",
+               "--output-dir", str(out / "runs"), "--report-dir", str(out / "report"),
+               "PATHS_CATALOG", workspace["catalog"]]
+    first = subprocess.run(command, env=workspace["env"], capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+
+    runs = [out / "runs" / "plain_seed{}".format(seed) for seed in (0, 1)]
+    assert [yaml.safe_load((run / "config.yml").read_text())["SEED"] for run in runs] == [0, 1]
+    files = [run / "inference" / "fixture_test" / "metrics.json" for run in runs]
+    per_seed = [table1_columns(json.loads(path.read_text())) for path in files]
+    assert per_seed[0] != per_seed[1]  # the seeds trained different models
+
+    table = json.loads((out / "report" / "table1.json").read_text())
+    (row,) = table["rows"]
+    assert row["model"] == "Baseline (Mask R-CNN)" and row["metrics_files"] == [str(path) for path in files]
+    assert table["std"] == "sample, ddof=1"
+    for column, name in enumerate(table["columns"][1:]):
+        defined = [values[column] for values in per_seed if values[column] is not None]
+        if not defined:
+            assert row[name] is None and row["std"][name] is None
+            continue
+        assert row[name] == pytest.approx(np.mean(defined), abs=0.05 + 1e-9)
+        if len(defined) == 2:
+            assert row["std"][name] == pytest.approx(np.std(defined, ddof=1), abs=0.005 + 1e-9)
+    ap = table["columns"].index("AP") - 1
+    assert "{:.1f} ± {:.1f}".format(np.mean([v[ap] for v in per_seed]), np.std([v[ap] for v in per_seed], ddof=1)) \
+        in first.stdout  # the table is printed at the end
+
+    second = subprocess.run(command, env=workspace["env"], capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "plain, seed 0: done" in second.stderr and "plain, seed 1: done" in second.stderr
