@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Table 1 of the paper: the baselines (plain Mask R-CNN, modified backbone, class-aware sampling,
-# repeat-factor sampling), each trained and evaluated with tools/train_net.py, and LST w/o and
+# repeat-factor sampling) and the box-head losses that came after LST (federated loss, EQLv2,
+# Seesaw; MODEL.ROI_BOX_HEAD.CLASSIFICATION_LOSS, docs/long_tail_losses.md), each trained and evaluated with tools/train_net.py, and LST w/o and
 # w/ the meta weight generator (the last phase of lst_scripts/run_phases.sh), gathered into REPORT_DIR/table1.md, table1.json
 # and table1_ap_per_bin.png by tools/lst_report.py.
 #
@@ -10,15 +11,15 @@
 #
 # Options:
 #   --lvis              LVIS v0.5 (datasets/lvis must hold it; see INSTALL.md) instead of synthetic
-#   --rows a,b,...      rows to run, among: plain, modified_backbone, cas, rfs, lst, lst_mwg
-#                       (default: all)
+#   --rows a,b,...      rows to run, among: plain, modified_backbone, cas, rfs, federated, eqlv2,
+#                       seesaw, lst, lst_mwg (default: all)
 #   --output-dir DIR    where the baseline runs go (default: output/table1/<synthetic|lvis>)
 #   --lst-dir DIR       the LST experiment (default: output/lst/<synthetic|lvis>, run_phases.sh's);
 #                       LST w MWG goes to DIR_mwg and starts from DIR's phase 0 when it is done
 #                       (phase 0 is the same in both: the generator trains in phases t >= 1)
 #   --report-dir DIR    where the table goes (default: report for synthetic, report/lvis for LVIS)
-#   --config-prefix P   the baselines' configs are P.yaml, P_modified_backbone.yaml, P_cas.yaml and
-#                       P_rfs.yaml (default: configs/synthetic/e2e_mask_rcnn_R_18_FPN_cpu, or the
+#   --config-prefix P   the baselines' configs are P.yaml, P_modified_backbone.yaml, P_cas.yaml,
+#                       P_rfs.yaml, P_federated.yaml, P_eqlv2.yaml and P_seesaw.yaml (default: configs/synthetic/e2e_mask_rcnn_R_18_FPN_cpu, or the
 #                       LVIS one), evaluated on --test-set NAME (default synthetic_lt_val or
 #                       lvis_v0.5_val); the LST rows use --lst-config-dir DIR (default
 #                       configs/<synthetic|lvis>/lst). For a benchmark of one's own.
@@ -37,7 +38,7 @@ shopt -s inherit_errexit  # a failing run inside $(...) stops the script
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 benchmark=synthetic
-rows="plain,modified_backbone,cas,rfs,lst,lst_mwg"
+rows="plain,modified_backbone,cas,rfs,federated,eqlv2,seesaw,lst,lst_mwg"
 output_dir=""
 lst_dir=""
 report_dir=""
@@ -95,10 +96,14 @@ declare -A row_title=(
   [modified_backbone]="Modified backbone (cosine + MaskX)"
   [cas]="Class-aware sampling"
   [rfs]="Repeat-factor sampling"
+  [federated]="Federated loss"
+  [eqlv2]="EQLv2"
+  [seesaw]="Seesaw loss"
   [lst]="LST w/o MWG"
   [lst_mwg]="LST w MWG"
 )
-declare -A row_suffix=([plain]="" [modified_backbone]="_modified_backbone" [cas]="_cas" [rfs]="_rfs")
+declare -A row_suffix=([plain]="" [modified_backbone]="_modified_backbone" [cas]="_cas" [rfs]="_rfs"
+  [federated]="_federated" [eqlv2]="_eqlv2" [seesaw]="_seesaw")
 # Paired comparisons over the same seeds, "A B" for A - B, reported when both rows are run.
 paired_rows=("lst rfs" "lst cas" "lst_mwg lst")
 

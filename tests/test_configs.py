@@ -5,6 +5,7 @@ paths_catalog.py at HEAD 57eec25) and from Detectron's published model URLs.
 """
 import glob
 import os
+import re
 
 import pytest
 
@@ -401,3 +402,19 @@ def test_base_chain_errors_name_the_files(tmp_path):
     (tmp_path / "b2.yaml").write_text("SOLVER:\n  NOT_A_KEY: 1\n")
     with pytest.raises(KeyError, match="NOT_A_KEY"):
         merge_config_file(cfg.clone(), str(tmp_path / "d.yaml"))
+
+
+def test_every_table1_baseline_row_has_its_synthetic_and_lvis_config():
+    """lst_scripts/table1.sh trains the baseline row r from <prefix><row_suffix[r]>.yaml; every
+    suffix it declares must exist for both default prefixes, and merge."""
+    repo_root = os.path.dirname(CONFIG_ROOT)
+    with open(os.path.join(repo_root, "lst_scripts", "table1.sh")) as f:
+        script = f.read()
+    declaration = re.search(r"declare -A row_suffix=\((.*?)\)\n", script, flags=re.S).group(1)
+    suffixes = dict(re.findall(r'\[(\w+)\]="([^"]*)"', declaration))
+    assert {"plain", "rfs", "federated", "eqlv2", "seesaw"} <= set(suffixes)
+    for prefix in ("configs/synthetic/e2e_mask_rcnn_R_18_FPN_cpu", "configs/lvis/e2e_mask_rcnn_R_50_FPN_1x_lvis_v0.5"):
+        for row, suffix in suffixes.items():
+            path = os.path.join(repo_root, prefix + suffix + ".yaml")
+            assert os.path.isfile(path), (row, path)
+            merge_config_file(cfg.clone(), path)
