@@ -574,6 +574,9 @@ def test_evaluate_reports_fixed_ap_of_every_prediction(tmp_path, reference):
                                 category_groups=groups, fixed_ap_dets_per_class=40)
     written = json.loads((out / "metrics.json").read_text())
     for iou_type in ("bbox", "segm"):
+        # the standard results, taken from the uncapped ones, are those of the 300-capped path
+        prepare = prepare_for_lvis_detection if iou_type == "bbox" else prepare_for_lvis_segmentation
+        assert json.loads(json.dumps(results[iou_type])) == json.loads(json.dumps(prepare(predictions, dataset)))
         standard = reference(gt, results[iou_type], iou_type)
         assert abs(written[iou_type]["AP"] - standard.results["AP"]) <= 1e-6
         # Fixed AP reads every prediction (no per-image cap), not the 300-capped records.

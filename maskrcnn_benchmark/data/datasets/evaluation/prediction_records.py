@@ -29,6 +29,20 @@ def top_scoring(prediction, max_dets):
     return prediction[order[:max_dets]]
 
 
+def top_scoring_records(records, max_dets):
+    """top_scoring on result records ("image_id", "score"): per image, all of its records when
+    it has at most ``max_dets`` (or max_dets < 0), else its ``max_dets`` highest-scoring ones in
+    descending score order (ties keep their order); the images in their order of first appearance."""
+    if max_dets < 0:
+        return records
+    by_image = {}
+    for record in records:
+        by_image.setdefault(record["image_id"], []).append(record)
+    return [record for image_records in by_image.values()
+            for record in (image_records if len(image_records) <= max_dets
+                           else sorted(image_records, key=lambda r: -r["score"])[:max_dets])]
+
+
 def _base_records(prediction, image_id, json_category_ids):
     scores = prediction.get_field("scores").tolist()
     labels = prediction.get_field("labels").tolist()

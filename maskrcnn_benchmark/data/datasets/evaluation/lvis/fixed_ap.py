@@ -57,8 +57,12 @@ def fixed_ap_evaluator(lvis_gt, results, iou_type, dets_per_class=FIXED_AP_DETS_
     Returns:
         FastLVISEval after run(): its ``results`` hold AP, AP50, ..., APr/c/f and AR@-1.
     """
-    evaluator = FastLVISEval(lvis_gt, top_per_category(results, dets_per_class), iou_type,
-                             max_dets=-1)
+    return evaluate_kept_results(lvis_gt, top_per_category(results, dets_per_class), iou_type, category_ids)
+
+
+def evaluate_kept_results(lvis_gt, kept, iou_type, category_ids=None):
+    """fixed_ap_evaluator on results already limited per category (top_per_category's ``kept``)."""
+    evaluator = FastLVISEval(lvis_gt, kept, iou_type, max_dets=-1)
     if category_ids is not None:
         evaluator.params.cat_ids = sorted(category_ids)
     evaluator.run()

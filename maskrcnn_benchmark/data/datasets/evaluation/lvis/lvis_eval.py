@@ -13,10 +13,16 @@ from collections import OrderedDict
 
 from maskrcnn_benchmark.utils.miscellaneous import atomic_write_json
 from ..coco.coco_eval import check_expected_results
-from ..prediction_records import box_records, mask_records, resize_to_original, top_scoring
+from ..prediction_records import (
+    box_records,
+    mask_records,
+    resize_to_original,
+    top_scoring,
+    top_scoring_records,
+)
 from .bins import group_ap, instance_count_bin_ap, per_category_ap, training_instance_counts
 from .fast_eval import FastLVISEval
-from .fixed_ap import fixed_ap_evaluator, top_per_category
+from .fixed_ap import evaluate_kept_results, top_per_category
 
 LVIS_IOU_TYPES = ("bbox", "segm")
 
@@ -122,7 +128,10 @@ def do_lvis_evaluation(
     all_results, metrics = {}, OrderedDict()
     for iou_type in iou_types:
         logger.info("Preparing %s results for LVIS", iou_type)
-        results = prepare[iou_type](predictions, dataset, max_dets)
+        # With Fixed AP, every detection is encoded once; the capped results are taken from them.
+        uncapped = prepare[iou_type](predictions, dataset, -1) if fixed_ap_dets_per_class > 0 else None
+        results = (prepare[iou_type](predictions, dataset, max_dets) if uncapped is None
+                   else top_scoring_records(uncapped, max_dets))
         all_results[iou_type] = results
         if output_folder:
             atomic_write_json(results, os.path.join(output_folder, iou_type + ".json"))
@@ -142,25 +151,25 @@ def do_lvis_evaluation(
                 "{} {:.4f}".format(k, v) for k, v in metrics[iou_type]["bins"].items()))
         if fixed_ap_dets_per_class > 0:
             metrics[iou_type]["fixed_AP"] = _fixed_ap(
-                dataset, predictions, iou_type, prepare[iou_type], fixed_ap_dets_per_class,
-                output_folder, instance_counts, category_groups, category_ids)
+                dataset, uncapped, iou_type, fixed_ap_dets_per_class, output_folder,
+                instance_counts, category_groups, category_ids)
     if output_folder:
         atomic_write_json(metrics, os.path.join(output_folder, "metrics.json"))
     check_expected_results(metrics, expected_results, expected_results_sigma_tol)
     return metrics, all_results
 
 
-def _fixed_ap(dataset, predictions, iou_type, prepare, dets_per_class, output_folder,
-              instance_counts, category_groups, category_ids):
-    """lvis_metrics of Fixed AP on all the predictions; writes <iou_type>_fixed_ap.json."""
+def _fixed_ap(dataset, results, iou_type, dets_per_class, output_folder, instance_counts,
+              category_groups, category_ids):
+    """lvis_metrics of Fixed AP on all the ``results`` (no per-image cap); writes
+    <iou_type>_fixed_ap.json."""
     logger = logging.getLogger("maskrcnn_benchmark.inference")
-    results = prepare(predictions, dataset, -1)
+    kept = top_per_category(results, dets_per_class) if results else []
     if output_folder:
-        atomic_write_json(top_per_category(results, dets_per_class) if results else [],
-                          os.path.join(output_folder, iou_type + "_fixed_ap.json"))
+        atomic_write_json(kept, os.path.join(output_folder, iou_type + "_fixed_ap.json"))
     logger.info("Evaluating %s Fixed AP (%d results, at most %d per category)", iou_type,
                 len(results), dets_per_class)
-    evaluator = fixed_ap_evaluator(dataset.lvis, results, iou_type, dets_per_class, category_ids)
+    evaluator = evaluate_kept_results(dataset.lvis, kept, iou_type, category_ids)
     for line in evaluator.summary_lines():
         logger.info("Fixed AP:%s", line)
     return lvis_metrics(evaluator, instance_counts, category_groups)
