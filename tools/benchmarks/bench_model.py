@@ -53,6 +53,17 @@ IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])
 
 
+def benchmark_device(device_name, threads):
+    """The torch.device to measure on, after setting ``threads`` torch threads (0: torch's
+    default) and seeding torch with 0; exits with a message when CUDA is asked for without a GPU."""
+    if device_name == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no GPU is available; run with --device cpu")
+    if threads > 0:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    return torch.device(device_name)
+
+
 def build_ours(device):
     cfg = global_cfg.clone()
     cfg.merge_from_file(CONFIG_FILE)
@@ -206,13 +217,7 @@ def main():
                         "maskrcnn_resnet50_fpn(weights=None, weights_backbone=None) as is")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = parser.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: no GPU is available; run with --device cpu")
-    device = torch.device(args.device)
-
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    device = benchmark_device(args.device, args.threads)
     print(
         "torch {}, torchvision {}, {} threads, {} {}{}".format(
             torch.__version__, torchvision.__version__, torch.get_num_threads(),

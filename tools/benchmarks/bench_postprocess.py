@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_model import build_ours, make_inputs, parse_size  # noqa: E402
+from bench_model import benchmark_device, build_ours, make_inputs, parse_size  # noqa: E402
 
 from maskrcnn_benchmark.modeling.roi_heads.box_head.inference import PostProcessor  # noqa: E402
 from maskrcnn_benchmark.modeling.roi_heads.mask_head.inference import BatchedMasker, Masker  # noqa: E402
@@ -149,12 +149,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     args = parser.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: no GPU is available; run with --device cpu")
-    device = torch.device(args.device)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    device = benchmark_device(args.device, args.threads)
     print("torch {}, {} threads, {} {}{}".format(
         torch.__version__, torch.get_num_threads(), platform.machine(), platform.processor() or "",
         ", " + torch.cuda.get_device_name(device) if device.type == "cuda" else ""))
