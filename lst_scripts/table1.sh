@@ -6,29 +6,39 @@
 # and table1_ap_per_bin.png by tools/lst_report.py.
 #
 #   bash lst_scripts/table1.sh                 # the embedded synthetic benchmark, on the CPU
-#   bash lst_scripts/table1.sh --seeds 3       # every row with SEED 0, 1 and 2: mean ± std
+#   bash lst_scripts/table1.sh --seeds 3 --jobs 2  # every row with SEED 0, 1 and 2, two runs at a time
 #   bash lst_scripts/table1.sh --lvis --gpus 8 # LVIS v0.5, the paper's settings (configs/lvis/)
 #
 # Options:
 #   --lvis              LVIS v0.5 (datasets/lvis must hold it; see INSTALL.md) instead of synthetic
+#   --budget N          the synthetic benchmark's training budget, in iterations of 8 images per
+#                       row: 1000 (default; configs/synthetic/budget_1000, runs in
+#                       output/table1/synthetic_budget_1000 and output/lst/synthetic_budget_1000)
+#                       or 3000 (configs/synthetic, runs in output/table1/synthetic and
+#                       output/lst/synthetic, report in report/budget_3000)
 #   --rows a,b,...      rows to run, among: plain, modified_backbone, cas, rfs, federated, eqlv2,
 #                       seesaw, lst, lst_mwg (default: all)
-#   --output-dir DIR    where the baseline runs go (default: output/table1/<synthetic|lvis>)
-#   --lst-dir DIR       the LST experiment (default: output/lst/<synthetic|lvis>, run_phases.sh's);
+#   --output-dir DIR    where the baseline runs go (default: output/table1/<benchmark>, as above)
+#   --lst-dir DIR       the LST experiment (default: output/lst/<benchmark>, as above);
 #                       LST w MWG goes to DIR_mwg and starts from DIR's phase 0 when it is done
 #                       (phase 0 is the same in both: the generator trains in phases t >= 1)
 #   --report-dir DIR    where the table goes (default: report for synthetic, report/lvis for LVIS)
 #   --config-prefix P   the baselines' configs are P.yaml, P_modified_backbone.yaml, P_cas.yaml,
-#                       P_rfs.yaml, P_federated.yaml, P_eqlv2.yaml and P_seesaw.yaml (default: configs/synthetic/e2e_mask_rcnn_R_18_FPN_cpu, or the
-#                       LVIS one), evaluated on --test-set NAME (default synthetic_lt_val or
-#                       lvis_v0.5_val); the LST rows use --lst-config-dir DIR (default
-#                       configs/<synthetic|lvis>/lst). For a benchmark of one's own.
+#                       P_rfs.yaml, P_federated.yaml, P_eqlv2.yaml and P_seesaw.yaml (default:
+#                       the budget's e2e_mask_rcnn_R_18_FPN_cpu, or the LVIS one), evaluated on
+#                       --test-set NAME (default synthetic_lt_val or lvis_v0.5_val); the LST rows
+#                       use --lst-config-dir DIR (default: the budget's lst/, or configs/lvis/lst).
+#                       For a benchmark of one's own.
 #   --seeds N           train every row with SEED 0 .. N-1 (the same data), each seed in run
 #                       folders of its own (<run>_seed<s>: OUTPUT_DIR/<row>_seed<s>, LST-DIR_seed<s>,
 #                       LST-DIR_mwg_seed<s>); the table gives the mean ± sample standard deviation
 #                       over the seeds and the paired differences of the rows README compares
 #                       (default: one run per row with the configs' SEED, in the folders above
 #                       without the suffix)
+#   --jobs N            runs trained side by side (default 1), each with OMP_NUM_THREADS =
+#                       cores / N unless OMP_NUM_THREADS is set; each run's output goes to
+#                       OUTPUT-DIR/logs/<row>[_seed<s>].log (LST w/o and w MWG of a seed are one
+#                       job, in that order, so that w MWG starts from w/o MWG's phase 0)
 #   --gpus N            processes per run through torchrun (default 1)
 #   KEY VALUE ...       after the options: config overrides for every run (e.g. SOLVER.MAX_ITER 500)
 # Re-running resumes: a finished run (its metrics.json exists) is skipped, an interrupted one
@@ -38,6 +48,7 @@ shopt -s inherit_errexit  # a failing run inside $(...) stops the script
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 benchmark=synthetic
+budget=""
 rows="plain,modified_backbone,cas,rfs,federated,eqlv2,seesaw,lst,lst_mwg"
 output_dir=""
 lst_dir=""
@@ -46,10 +57,12 @@ config_prefix=""
 test_set=""
 lst_config_dir=""
 num_seeds=""
+jobs=1
 gpus=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --lvis) benchmark=lvis; shift ;;
+    --budget) budget="$2"; shift 2 ;;
     --rows) rows="$2"; shift 2 ;;
     --seeds) num_seeds="$2"; shift 2 ;;
     --output-dir) output_dir="$2"; shift 2 ;;
@@ -58,6 +71,7 @@ while [ $# -gt 0 ]; do
     --config-prefix) config_prefix="$2"; shift 2 ;;
     --test-set) test_set="$2"; shift 2 ;;
     --lst-config-dir) lst_config_dir="$2"; shift 2 ;;
+    --jobs) jobs="$2"; shift 2 ;;
     --gpus) gpus="$2"; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "lst_scripts/$(basename "$0")"; exit 0 ;;
     --*) echo "table1.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -69,24 +83,38 @@ if [ -n "$num_seeds" ] && ! [[ "$num_seeds" =~ ^[1-9][0-9]*$ ]]; then
   echo "table1.sh: --seeds takes a number of seeds of 1 or more, got '$num_seeds'" >&2
   exit 2
 fi
+if ! [[ "$jobs" =~ ^[1-9][0-9]*$ ]]; then
+  echo "table1.sh: --jobs takes a number of runs of 1 or more, got '$jobs'" >&2
+  exit 2
+fi
+if [ "$benchmark" = lvis ] && [ -n "$budget" ]; then
+  echo "table1.sh: --budget is for the synthetic benchmark; LVIS trains the paper's schedules (configs/lvis)" >&2
+  exit 2
+fi
 
 source lst_scripts/setup_env.sh
 if [ "$benchmark" = synthetic ]; then
-  config_prefix="${config_prefix:-configs/synthetic/e2e_mask_rcnn_R_18_FPN_cpu}"
+  case "${budget:=1000}" in
+    1000) budget_configs=configs/synthetic/budget_1000; run_name=synthetic_budget_1000; default_report=report ;;
+    3000) budget_configs=configs/synthetic; run_name=synthetic; default_report=report/budget_3000 ;;
+    *) echo "table1.sh: --budget is 1000 or 3000 (iterations), got '$budget'" >&2; exit 2 ;;
+  esac
+  config_prefix="${config_prefix:-$budget_configs/e2e_mask_rcnn_R_18_FPN_cpu}"
+  lst_config_dir="${lst_config_dir:-$budget_configs/lst}"
   test_set="${test_set:-synthetic_lt_val}"
-  default_report=report
   if [[ "$config_prefix" == configs/synthetic/* ]] \
     && { [ ! -f datasets/synthetic_lt/train.json ] || [ ! -f datasets/synthetic_lt/val.json ]; }; then
     python tools/make_synthetic_lvis.py --output datasets/synthetic_lt --force
   fi
 else
   config_prefix="${config_prefix:-configs/lvis/e2e_mask_rcnn_R_50_FPN_1x_lvis_v0.5}"
+  lst_config_dir="${lst_config_dir:-configs/lvis/lst}"
   test_set="${test_set:-lvis_v0.5_val}"
+  run_name=lvis
   default_report=report/lvis
 fi
-lst_config_dir="${lst_config_dir:-configs/$benchmark/lst}"
-output_dir="${output_dir:-output/table1/$benchmark}"
-lst_dir="${lst_dir:-output/lst/$benchmark}"
+output_dir="${output_dir:-output/table1/$run_name}"
+lst_dir="${lst_dir:-output/lst/$run_name}"
 report_dir="${report_dir:-$default_report}"
 
 # The rows: key -> title (the report's row name), and for the baselines the config suffix. A new
@@ -117,19 +145,23 @@ else
   seeds=("")
 fi
 
-# The metrics.json of one LST run (row lst or lst_mwg) with seed $2 ("" = the config's), trained
-# by run_phases.sh if needed; LST w MWG starts from the w/o-MWG run's phase 0 of the same seed when
-# it is done (phase 0 is the same in both: the generator trains in phases t >= 1).
-lst_run() {
-  local row="$1" seed="$2" suffix="" experiment base_experiment
-  local seed_opts=()
-  [ -n "$seed" ] && suffix="_seed$seed" && seed_opts=(--seed "$seed")
-  base_experiment="$lst_dir$suffix"
-  experiment="$base_experiment"
-  local mwg_opts=()
+# The experiment folder of LST row $1 (lst or lst_mwg) with seed $2 ("" = the config's).
+lst_experiment() {
+  local suffix="${2:+_seed$2}"
+  if [ "$1" = lst_mwg ]; then echo "${lst_dir}_mwg$suffix"; else echo "$lst_dir$suffix"; fi
+}
+
+# Trains LST row $1 with seed $2 by run_phases.sh, as far as it is not done. LST w MWG starts
+# from the w/o-MWG run's phase 0 of the same seed when it is done (phase 0 is the same in both:
+# the generator trains in phases t >= 1).
+train_lst() {
+  local row="$1" seed="$2" experiment base_experiment
+  local seed_opts=() mwg_opts=()
+  [ -n "$seed" ] && seed_opts=(--seed "$seed")
+  experiment=$(lst_experiment "$row" "$seed")
   if [ "$row" = lst_mwg ]; then
-    experiment="${lst_dir}_mwg$suffix"
     mwg_opts=(MODEL.FEW_SHOT.ENABLED True)
+    base_experiment=$(lst_experiment lst "$seed")
     if [ -f "$base_experiment/phases.json" ] && [ "$(python tools/lst_experiment.py "$experiment" state 0)" = "not started" ] \
       && [ "$(python tools/lst_experiment.py "$base_experiment" state 0)" = finished ]; then
       mkdir -p "$experiment"
@@ -138,32 +170,31 @@ lst_run() {
     fi
   fi
   bash lst_scripts/run_phases.sh --config-dir "$lst_config_dir" --output-dir "$experiment" \
-    "${seed_opts[@]}" --gpus "$gpus" "${overrides[@]}" "${mwg_opts[@]}" >&2
-  local last_phase
-  last_phase=$(python tools/lst_experiment.py "$experiment" last-phase)
-  python tools/lst_experiment.py "$experiment" path "$last_phase" metrics
+    "${seed_opts[@]}" --gpus "$gpus" "${overrides[@]}" "${mwg_opts[@]}"
 }
 
-# The metrics.json of one baseline run (row $1) with seed $2, trained and tested if needed.
-baseline_run() {
-  local row="$1" seed="$2" run_dir="$output_dir/$1"
+# The metrics.json of baseline row $1 with seed $2.
+baseline_metrics() {
+  echo "$output_dir/$1${2:+_seed$2}/inference/$test_set/metrics.json"
+}
+
+# Trains and tests baseline row $1 with seed $2 if its metrics.json does not exist yet.
+train_baseline() {
+  local row="$1" seed="$2" run_dir="$output_dir/$1${2:+_seed$2}"
   local seed_opts=()
-  [ -n "$seed" ] && run_dir="${run_dir}_seed$seed" && seed_opts=(SEED "$seed")
-  local metrics="$run_dir/inference/$test_set/metrics.json"
-  if [ -f "$metrics" ]; then
-    echo "[table1] $row${seed:+, seed $seed}: done ($metrics)" >&2
-  else
-    echo "[table1] $row${seed:+, seed $seed}: training and testing in $run_dir" >&2
-    local start
-    start=$(date +%s)
-    "${launcher[@]}" tools/train_net.py --config-file "$config_prefix${row_suffix[$row]}.yaml" \
-      OUTPUT_DIR "$run_dir" "${overrides[@]}" "${seed_opts[@]}" >&2
-    echo "[table1] $row${seed:+, seed $seed}: finished in $(( ($(date +%s) - start) / 60 )) min" >&2
+  [ -n "$seed" ] && seed_opts=(SEED "$seed")
+  if [ -f "$(baseline_metrics "$row" "$seed")" ]; then
+    echo "[table1] $row${seed:+, seed $seed}: done ($(baseline_metrics "$row" "$seed"))"
+    return
   fi
-  echo "$metrics"
+  echo "[table1] $row${seed:+, seed $seed}: training and testing in $run_dir"
+  local start
+  start=$(date +%s)
+  "${launcher[@]}" tools/train_net.py --config-file "$config_prefix${row_suffix[$row]}.yaml" \
+    OUTPUT_DIR "$run_dir" "${overrides[@]}" "${seed_opts[@]}"
+  echo "[table1] $row${seed:+, seed $seed}: finished in $(( ($(date +%s) - start) / 60 )) min"
 }
 
-report_args=()
 IFS=',' read -r -a selected <<< "$rows"
 for row in "${selected[@]}"; do
   if [ -z "${row_title[$row]+set}" ]; then
@@ -171,15 +202,79 @@ for row in "${selected[@]}"; do
     exit 2
   fi
 done
+
+# The jobs, seed by seed: "<row> <seed>" for a baseline, "lst <seed>" for the LST rows of a seed
+# (w/o MWG, then w MWG), with "-" for the configs' seed.
+job_list=()
+for seed in "${seeds[@]}"; do
+  lst_rows=()
+  for row in "${selected[@]}"; do
+    if [ "$row" = lst ] || [ "$row" = lst_mwg ]; then lst_rows+=("$row"); fi
+  done
+  [ ${#lst_rows[@]} -gt 0 ] && job_list+=("$(IFS=','; echo "${lst_rows[*]}") ${seed:--}")
+  for row in "${selected[@]}"; do
+    if [ "$row" != lst ] && [ "$row" != lst_mwg ]; then job_list+=("$row ${seed:--}"); fi
+  done
+done
+
+# Runs one job of job_list (its rows, comma-separated, and its seed).
+run_job() {
+  local job_rows="$1" seed="$2" row
+  [ "$seed" = - ] && seed=""
+  IFS=',' read -r -a job_row_list <<< "$job_rows"
+  for row in "${job_row_list[@]}"; do
+    if [ "$row" = lst ] || [ "$row" = lst_mwg ]; then
+      train_lst "$row" "$seed"
+    else
+      train_baseline "$row" "$seed"
+    fi
+  done
+}
+
+if [ "$jobs" = 1 ]; then
+  for job in "${job_list[@]}"; do
+    run_job $job >&2
+  done
+else
+  threads_per_job=${OMP_NUM_THREADS:-$(( $(nproc) / jobs > 0 ? $(nproc) / jobs : 1 ))}
+  mkdir -p "$output_dir/logs"
+  echo "[table1] ${#job_list[@]} jobs, $jobs at a time with OMP_NUM_THREADS=$threads_per_job; logs in $output_dir/logs" >&2
+  failed=0
+  running=0
+  for job in "${job_list[@]}"; do
+    if [ "$running" -ge "$jobs" ]; then
+      wait -n || failed=1
+      running=$((running - 1))
+    fi
+    [ "$failed" = 1 ] && break
+    read -r job_rows job_seed <<< "$job"
+    log="$output_dir/logs/${job_rows//,/+}$([ "$job_seed" = - ] || echo "_seed$job_seed").log"
+    job_label="$job_rows, seed $job_seed"
+    [ "$job_seed" = - ] && job_label="$job_rows, the configs' seed"
+    echo "[table1] starting $job_label: $log" >&2
+    OMP_NUM_THREADS=$threads_per_job run_job $job > "$log" 2>&1 &
+    running=$((running + 1))
+  done
+  while [ "$running" -gt 0 ]; do
+    wait -n || failed=1
+    running=$((running - 1))
+  done
+  if [ "$failed" = 1 ]; then
+    echo "table1.sh: a run failed; its log in $output_dir/logs says why (rerunning resumes)" >&2
+    exit 1
+  fi
+fi
+
+report_args=()
 for row in "${selected[@]}"; do
   files=()
   for seed in "${seeds[@]}"; do
     if [ "$row" = lst ] || [ "$row" = lst_mwg ]; then
-      metrics=$(lst_run "$row" "$seed")
+      experiment=$(lst_experiment "$row" "$seed")
+      files+=("$(python tools/lst_experiment.py "$experiment" path "$(python tools/lst_experiment.py "$experiment" last-phase)" metrics)")
     else
-      metrics=$(baseline_run "$row" "$seed")
+      files+=("$(baseline_metrics "$row" "$seed")")
     fi
-    files+=("$metrics")
   done
   report_args+=(--row "${row_title[$row]}=$(IFS=','; echo "${files[*]}")")
 done
@@ -190,6 +285,8 @@ for pair in "${paired_rows[@]}"; do
   fi
 done
 
+budget_title=""
+[ "$benchmark" = synthetic ] && budget_title=", $budget iterations"
 python tools/lst_report.py table1 "${report_args[@]}" --output-dir "$report_dir" \
-  --title "Table 1 on $benchmark ($(date +%Y-%m-%d))${num_seeds:+, seeds 0-$((num_seeds - 1))}"
+  --title "Table 1 on $benchmark$budget_title ($(date +%Y-%m-%d))${num_seeds:+, seeds 0-$((num_seeds - 1))}"
 cat "$report_dir/table1.md"
