@@ -17,14 +17,15 @@
 #                       or 3000 (configs/synthetic, runs in output/table1/synthetic and
 #                       output/lst/synthetic, report in report/budget_3000)
 #   --rows a,b,...      rows to run, among: plain, modified_backbone, cas, rfs, federated, eqlv2,
-#                       seesaw, lst, lst_mwg (default: all)
+#                       seesaw, crt, lst, lst_mwg (default: all); crt re-trains the classifier of
+#                       plain's model_final.pth of the same seed (trained first if needed)
 #   --output-dir DIR    where the baseline runs go (default: output/table1/<benchmark>, as above)
 #   --lst-dir DIR       the LST experiment (default: output/lst/<benchmark>, as above);
 #                       LST w MWG goes to DIR_mwg and starts from DIR's phase 0 when it is done
 #                       (phase 0 is the same in both: the generator trains in phases t >= 1)
 #   --report-dir DIR    where the table goes (default: report for synthetic, report/lvis for LVIS)
 #   --config-prefix P   the baselines' configs are P.yaml, P_modified_backbone.yaml, P_cas.yaml,
-#                       P_rfs.yaml, P_federated.yaml, P_eqlv2.yaml and P_seesaw.yaml (default:
+#                       P_rfs.yaml, P_federated.yaml, P_eqlv2.yaml, P_seesaw.yaml and P_crt.yaml (default:
 #                       the budget's e2e_mask_rcnn_R_18_FPN_cpu, or the LVIS one), evaluated on
 #                       --test-set NAME (default synthetic_lt_val or lvis_v0.5_val); the LST rows
 #                       use --lst-config-dir DIR (default: the budget's lst/, or configs/lvis/lst).
@@ -49,7 +50,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 benchmark=synthetic
 budget=""
-rows="plain,modified_backbone,cas,rfs,federated,eqlv2,seesaw,lst,lst_mwg"
+rows="plain,modified_backbone,cas,rfs,federated,eqlv2,seesaw,crt,lst,lst_mwg"
 output_dir=""
 lst_dir=""
 report_dir=""
@@ -127,11 +128,15 @@ declare -A row_title=(
   [federated]="Federated loss"
   [eqlv2]="EQLv2"
   [seesaw]="Seesaw loss"
+  [crt]="cRT (classifier re-training)"
   [lst]="LST w/o MWG"
   [lst_mwg]="LST w MWG"
 )
 declare -A row_suffix=([plain]="" [modified_backbone]="_modified_backbone" [cas]="_cas" [rfs]="_rfs"
-  [federated]="_federated" [eqlv2]="_eqlv2" [seesaw]="_seesaw")
+  [federated]="_federated" [eqlv2]="_eqlv2" [seesaw]="_seesaw" [crt]="_crt")
+# Rows that start from another row's trained model (MODEL.WEIGHT its model_final.pth, same seed);
+# they run in the job of that row, after it.
+declare -A row_start=([crt]=plain)
 # Paired comparisons over the same seeds, "A B" for A - B, reported when both rows are run.
 paired_rows=("lst rfs" "lst cas" "lst_mwg lst")
 
@@ -181,8 +186,9 @@ baseline_metrics() {
 # Trains and tests baseline row $1 with seed $2 if its metrics.json does not exist yet.
 train_baseline() {
   local row="$1" seed="$2" run_dir="$output_dir/$1${2:+_seed$2}"
-  local seed_opts=()
+  local seed_opts=() start_opts=()
   [ -n "$seed" ] && seed_opts=(SEED "$seed")
+  [ -n "${row_start[$row]+set}" ] && start_opts=(MODEL.WEIGHT "$output_dir/${row_start[$row]}${seed:+_seed$seed}/model_final.pth")
   if [ -f "$(baseline_metrics "$row" "$seed")" ]; then
     echo "[table1] $row${seed:+, seed $seed}: done ($(baseline_metrics "$row" "$seed"))"
     return
@@ -191,7 +197,7 @@ train_baseline() {
   local start
   start=$(date +%s)
   "${launcher[@]}" tools/train_net.py --config-file "$config_prefix${row_suffix[$row]}.yaml" \
-    OUTPUT_DIR "$run_dir" "${overrides[@]}" "${seed_opts[@]}"
+    OUTPUT_DIR "$run_dir" "${overrides[@]}" "${seed_opts[@]}" "${start_opts[@]}"
   echo "[table1] $row${seed:+, seed $seed}: finished in $(( ($(date +%s) - start) / 60 )) min"
 }
 
@@ -203,8 +209,8 @@ for row in "${selected[@]}"; do
   fi
 done
 
-# The jobs, seed by seed: "<row> <seed>" for a baseline, "lst <seed>" for the LST rows of a seed
-# (w/o MWG, then w MWG), with "-" for the configs' seed.
+# The jobs, seed by seed: "<rows> <seed>" with "-" for the configs' seed; <rows> is a baseline and
+# the rows that start from it (row_start), or the LST rows of the seed (w/o MWG, then w MWG).
 job_list=()
 for seed in "${seeds[@]}"; do
   lst_rows=()
@@ -213,7 +219,17 @@ for seed in "${seeds[@]}"; do
   done
   [ ${#lst_rows[@]} -gt 0 ] && job_list+=("$(IFS=','; echo "${lst_rows[*]}") ${seed:--}")
   for row in "${selected[@]}"; do
-    if [ "$row" != lst ] && [ "$row" != lst_mwg ]; then job_list+=("$row ${seed:--}"); fi
+    if [ "$row" = lst ] || [ "$row" = lst_mwg ] || [ -n "${row_start[$row]+set}" ]; then continue; fi
+    job_rows="$row"
+    for dependent in "${selected[@]}"; do
+      [ "${row_start[$dependent]:-}" = "$row" ] && job_rows+=",$dependent"
+    done
+    job_list+=("$job_rows ${seed:--}")
+  done
+  for dependent in "${selected[@]}"; do
+    if [ -n "${row_start[$dependent]+set}" ] && [[ ",$rows," != *",${row_start[$dependent]},"* ]]; then
+      job_list+=("${row_start[$dependent]},$dependent ${seed:--}")
+    fi
   done
 done
 

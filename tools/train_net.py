@@ -46,6 +46,10 @@ from maskrcnn_benchmark.lst import (
     build_episodic_weight_generator,
 )
 from maskrcnn_benchmark.modeling.detector import build_detection_model
+from maskrcnn_benchmark.modeling.roi_heads.box_head.classifier_retraining import (
+    freeze_all_but_classifier,
+    start_classifier_retraining,
+)
 from maskrcnn_benchmark.solver import make_lr_scheduler, make_optimizer
 from maskrcnn_benchmark.utils.checkpoint import LAST_CHECKPOINT_TAG, DetectronCheckpointer
 from maskrcnn_benchmark.utils.comm import get_rank
@@ -62,6 +66,8 @@ def train(cfg, local_rank, distributed, phase):
         # The frozen previous-phase model, owned by a loss hook: outside the optimizer, DDP and checkpoints.
         attach_distillation(model, build_distillation_teacher(cfg))
 
+    if cfg.MODEL.CRT.ENABLED:
+        freeze_all_but_classifier(model)
     optimizer = make_optimizer(cfg, model)
     weight_generator = None
     if cfg.MODEL.FEW_SHOT.ENABLED:
@@ -86,7 +92,10 @@ def train(cfg, local_rank, distributed, phase):
     checkpointer = DetectronCheckpointer(
         cfg, model, optimizer, scheduler, cfg.OUTPUT_DIR, get_rank() == 0, **extra_checkpointables
     )
-    arguments.update(checkpointer.load(cfg.MODEL.WEIGHT))
+    if cfg.MODEL.CRT.ENABLED and not checkpointer.has_checkpoint():
+        start_classifier_retraining(cfg, model, checkpointer)
+    else:
+        arguments.update(checkpointer.load(cfg.MODEL.WEIGHT))
     if "scaler" in arguments:  # a float16 checkpoint resumed with another DTYPE
         del arguments["scaler"]
 

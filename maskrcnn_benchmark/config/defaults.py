@@ -312,6 +312,14 @@ _C.MODEL.FBNET.RPN_BN_TYPE = ""
 # LST: class-incremental phases (paper §3.1-§3.3). Off by default: PHASE 0 with no phases file
 # trains an ordinary model on the dataset's own label space.
 # ---------------------------------------------------------------------------
+# Decoupled classifier re-training (cRT; Kang et al., ICLR 2020): train only the box predictor's
+# classification layer of the detector in MODEL.WEIGHT (everything else frozen), usually with
+# DATALOADER.SAMPLER "ClassAwareSampler"; docs/long_tail_losses.md.
+_C.MODEL.CRT = CN()
+_C.MODEL.CRT.ENABLED = False
+# Re-initialise the classifier (N(0, 0.01^2), bias 0) before re-training it, as Kang et al.
+_C.MODEL.CRT.REINIT_CLASSIFIER = True
+
 _C.MODEL.LST = CN()
 # Phase index t: 0 trains theta_0 on the base classes C_0; t >= 1 trains on D_t = R_t U G_t.
 _C.MODEL.LST.PHASE = 0

@@ -260,6 +260,13 @@ class Checkpointer:
             config_settings.reapply(f, self.logger)
         return checkpoint
 
+    def load_model_weights(self, f):
+        """Load only the model's weights from ``f``, never the optimizer, scheduler or iteration
+        it may also hold: for a new run that starts from another run's trained model (cRT)."""
+        f = os.fspath(f)
+        self.logger.info("Loading the model weights of %s", f)
+        self._load_model(self._load_file(f))
+
     def has_checkpoint(self):
         return bool(self.save_dir) and os.path.exists(os.path.join(self.save_dir, LAST_CHECKPOINT_TAG))
 

@@ -1,6 +1,6 @@
 """lst_scripts/table1.sh --seeds on the tiny CPU config and the LVIS test fixture: one run per seed
-in folders of their own, resumed when finished, and a table whose mean and spread are those of
-the per-seed metrics files."""
+and row in folders of their own, two at a time (--jobs 2), cRT from the plain run of its seed,
+resumed when finished, and a table whose mean and spread are those of the per-seed metrics files."""
 import json
 import os
 import subprocess
@@ -26,35 +26,44 @@ def table1_columns(metrics):
 
 def test_table1_seeds_gives_the_mean_and_std_of_the_per_seed_runs(workspace):
     out = workspace["dir"] / "table1"
-    command = ["bash", os.path.join(REPO_ROOT, "lst_scripts", "table1.sh"), "--rows", "plain", "--seeds", "2",
+    command = ["bash", os.path.join(REPO_ROOT, "lst_scripts", "table1.sh"), "--rows", "plain,crt", "--seeds", "2",
                "--config-prefix", TINY_CONFIG[:-len(".yaml")], "--test-set", "fixture_test",
                "--output-dir", str(out / "runs"), "--report-dir", str(out / "report"),
                "PATHS_CATALOG", workspace["catalog"]]
-    first = subprocess.run(command, env=workspace["env"], capture_output=True, text=True, timeout=900)
+    first = subprocess.run(command[:2] + ["--jobs", "2"] + command[2:], env=workspace["env"],
+                           capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-
-    runs = [out / "runs" / "plain_seed{}".format(seed) for seed in (0, 1)]
-    assert [yaml.safe_load((run / "config.yml").read_text())["SEED"] for run in runs] == [0, 1]
-    files = [run / "inference" / "fixture_test" / "metrics.json" for run in runs]
-    per_seed = [table1_columns(json.loads(path.read_text())) for path in files]
-    assert per_seed[0] != per_seed[1]  # the seeds trained different models
+    for seed in (0, 1):  # plain and the cRT run that starts from it are one job
+        assert "starting plain,crt, seed {}".format(seed) in first.stderr
+        assert (out / "runs" / "logs" / "plain+crt_seed{}.log".format(seed)).is_file()
 
     table = json.loads((out / "report" / "table1.json").read_text())
-    (row,) = table["rows"]
-    assert row["model"] == "Baseline (Mask R-CNN)" and row["metrics_files"] == [str(path) for path in files]
     assert table["std"] == "sample, ddof=1"
-    for column, name in enumerate(table["columns"][1:]):
-        defined = [values[column] for values in per_seed if values[column] is not None]
-        if not defined:
-            assert row[name] is None and row["std"][name] is None
-            continue
-        assert row[name] == pytest.approx(np.mean(defined), abs=0.05 + 1e-9)
-        if len(defined) == 2:
-            assert row["std"][name] == pytest.approx(np.std(defined, ddof=1), abs=0.005 + 1e-9)
-    ap = table["columns"].index("AP") - 1
-    assert "{:.1f} ± {:.1f}".format(np.mean([v[ap] for v in per_seed]), np.std([v[ap] for v in per_seed], ddof=1)) \
-        in first.stdout  # the table is printed at the end
+    for row, name in zip(table["rows"], ["plain", "crt"]):
+        runs = [out / "runs" / "{}_seed{}".format(name, seed) for seed in (0, 1)]
+        configs = [yaml.safe_load((run / "config.yml").read_text()) for run in runs]
+        assert [config["SEED"] for config in configs] == [0, 1]
+        if name == "crt":
+            assert [config["MODEL"]["WEIGHT"] for config in configs] == [
+                str(out / "runs" / "plain_seed{}".format(seed) / "model_final.pth") for seed in (0, 1)]
+        files = [run / "inference" / "fixture_test" / "metrics.json" for run in runs]
+        assert row["metrics_files"] == [str(path) for path in files]
+        per_seed = [table1_columns(json.loads(path.read_text())) for path in files]
+        assert per_seed[0] != per_seed[1]  # the seeds trained different models
+        for column, column_name in enumerate(table["columns"][1:]):
+            defined = [values[column] for values in per_seed if values[column] is not None]
+            if not defined:
+                assert row[column_name] is None and row["std"][column_name] is None
+                continue
+            assert row[column_name] == pytest.approx(np.mean(defined), abs=0.05 + 1e-9)
+            if len(defined) == 2:
+                assert row["std"][column_name] == pytest.approx(np.std(defined, ddof=1), abs=0.005 + 1e-9)
+        if name == "plain":
+            ap = table["columns"].index("AP") - 1
+            assert "{:.1f} ± {:.1f}".format(np.mean([v[ap] for v in per_seed]),
+                                            np.std([v[ap] for v in per_seed], ddof=1)) in first.stdout
 
     second = subprocess.run(command, env=workspace["env"], capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert "plain, seed 0: done" in second.stderr and "plain, seed 1: done" in second.stderr
+    for name in ("plain", "crt"):
+        assert "{}, seed 0: done".format(name) in second.stderr and "{}, seed 1: done".format(name) in second.stderr
