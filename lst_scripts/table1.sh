@@ -36,10 +36,11 @@
 #                       over the seeds and the paired differences of the rows README compares
 #                       (default: one run per row with the configs' SEED, in the folders above
 #                       without the suffix)
-#   --jobs N            runs trained side by side (default 1), each with OMP_NUM_THREADS =
-#                       cores / N unless OMP_NUM_THREADS is set; each run's output goes to
-#                       OUTPUT-DIR/logs/<row>[_seed<s>].log (LST w/o and w MWG of a seed are one
-#                       job, in that order, so that w MWG starts from w/o MWG's phase 0)
+#   --jobs N            jobs trained side by side (default 1), each with OMP_NUM_THREADS =
+#                       cores / N unless OMP_NUM_THREADS is set, its output in
+#                       OUTPUT-DIR/logs/<rows>[_seed<s>].log. A job is one row and seed, except
+#                       that LST w/o and w MWG of a seed are one job (lst+lst_mwg, so that w MWG
+#                       starts from w/o MWG's phase 0), and so are plain and crt (plain+crt)
 #   --gpus N            processes per run through torchrun (default 1)
 #   KEY VALUE ...       after the options: config overrides for every run (e.g. SOLVER.MAX_ITER 500)
 # Re-running resumes: a finished run (its metrics.json exists) is skipped, an interrupted one
@@ -88,35 +89,27 @@ if ! [[ "$jobs" =~ ^[1-9][0-9]*$ ]]; then
   echo "table1.sh: --jobs takes a number of runs of 1 or more, got '$jobs'" >&2
   exit 2
 fi
-if [ "$benchmark" = lvis ] && [ -n "$budget" ]; then
-  echo "table1.sh: --budget is for the synthetic benchmark; LVIS trains the paper's schedules (configs/lvis)" >&2
-  exit 2
-fi
+
+source lst_scripts/benchmark_budget.sh
+source lst_scripts/job_pool.sh
+resolve_budget "$benchmark" "$budget" || exit 2
 
 source lst_scripts/setup_env.sh
 if [ "$benchmark" = synthetic ]; then
-  case "${budget:=1000}" in
-    1000) budget_configs=configs/synthetic/budget_1000; run_name=synthetic_budget_1000; default_report=report ;;
-    3000) budget_configs=configs/synthetic; run_name=synthetic; default_report=report/budget_3000 ;;
-    *) echo "table1.sh: --budget is 1000 or 3000 (iterations), got '$budget'" >&2; exit 2 ;;
-  esac
   config_prefix="${config_prefix:-$budget_configs/e2e_mask_rcnn_R_18_FPN_cpu}"
-  lst_config_dir="${lst_config_dir:-$budget_configs/lst}"
   test_set="${test_set:-synthetic_lt_val}"
   if [[ "$config_prefix" == configs/synthetic/* ]] \
     && { [ ! -f datasets/synthetic_lt/train.json ] || [ ! -f datasets/synthetic_lt/val.json ]; }; then
     python tools/make_synthetic_lvis.py --output datasets/synthetic_lt --force
   fi
 else
-  config_prefix="${config_prefix:-configs/lvis/e2e_mask_rcnn_R_50_FPN_1x_lvis_v0.5}"
-  lst_config_dir="${lst_config_dir:-configs/lvis/lst}"
+  config_prefix="${config_prefix:-$budget_configs/e2e_mask_rcnn_R_50_FPN_1x_lvis_v0.5}"
   test_set="${test_set:-lvis_v0.5_val}"
-  run_name=lvis
-  default_report=report/lvis
 fi
+lst_config_dir="${lst_config_dir:-$budget_configs/lst}"
 output_dir="${output_dir:-output/table1/$run_name}"
 lst_dir="${lst_dir:-output/lst/$run_name}"
-report_dir="${report_dir:-$default_report}"
+report_dir="${report_dir:-$report_root}"
 
 # The rows: key -> title (the report's row name), and for the baselines the config suffix. A new
 # baseline row needs a title, a suffix (config <prefix><suffix>.yaml) and its key in rows= above.
@@ -209,31 +202,35 @@ for row in "${selected[@]}"; do
   fi
 done
 
-# The jobs, seed by seed: "<rows> <seed>" with "-" for the configs' seed; <rows> is a baseline and
-# the rows that start from it (row_start), or the LST rows of the seed (w/o MWG, then w MWG).
+# The jobs, seed by seed: "<name> <rows> <seed>" with "-" for the configs' seed; <rows> is a
+# baseline and the rows that start from it (row_start), or the LST rows of the seed (w/o MWG,
+# then w MWG), comma-separated.
 job_list=()
+add_job() {
+  job_list+=("${1//,/+}${2:+_seed$2} $1 ${2:--}")
+}
 for seed in "${seeds[@]}"; do
   lst_rows=()
   for row in "${selected[@]}"; do
     if [ "$row" = lst ] || [ "$row" = lst_mwg ]; then lst_rows+=("$row"); fi
   done
-  [ ${#lst_rows[@]} -gt 0 ] && job_list+=("$(IFS=','; echo "${lst_rows[*]}") ${seed:--}")
+  [ ${#lst_rows[@]} -gt 0 ] && add_job "$(IFS=','; echo "${lst_rows[*]}")" "$seed"
   for row in "${selected[@]}"; do
     if [ "$row" = lst ] || [ "$row" = lst_mwg ] || [ -n "${row_start[$row]+set}" ]; then continue; fi
     job_rows="$row"
     for dependent in "${selected[@]}"; do
       [ "${row_start[$dependent]:-}" = "$row" ] && job_rows+=",$dependent"
     done
-    job_list+=("$job_rows ${seed:--}")
+    add_job "$job_rows" "$seed"
   done
   for dependent in "${selected[@]}"; do
     if [ -n "${row_start[$dependent]+set}" ] && [[ ",$rows," != *",${row_start[$dependent]},"* ]]; then
-      job_list+=("${row_start[$dependent]},$dependent ${seed:--}")
+      add_job "${row_start[$dependent]},$dependent" "$seed"
     fi
   done
 done
 
-# Runs one job of job_list (its rows, comma-separated, and its seed).
+# Trains the rows of one job (comma-separated) with seed $2 ("-" = the configs').
 run_job() {
   local job_rows="$1" seed="$2" row
   [ "$seed" = - ] && seed=""
@@ -246,40 +243,7 @@ run_job() {
     fi
   done
 }
-
-if [ "$jobs" = 1 ]; then
-  for job in "${job_list[@]}"; do
-    run_job $job >&2
-  done
-else
-  threads_per_job=${OMP_NUM_THREADS:-$(( $(nproc) / jobs > 0 ? $(nproc) / jobs : 1 ))}
-  mkdir -p "$output_dir/logs"
-  echo "[table1] ${#job_list[@]} jobs, $jobs at a time with OMP_NUM_THREADS=$threads_per_job; logs in $output_dir/logs" >&2
-  failed=0
-  running=0
-  for job in "${job_list[@]}"; do
-    if [ "$running" -ge "$jobs" ]; then
-      wait -n || failed=1
-      running=$((running - 1))
-    fi
-    [ "$failed" = 1 ] && break
-    read -r job_rows job_seed <<< "$job"
-    log="$output_dir/logs/${job_rows//,/+}$([ "$job_seed" = - ] || echo "_seed$job_seed").log"
-    job_label="$job_rows, seed $job_seed"
-    [ "$job_seed" = - ] && job_label="$job_rows, the configs' seed"
-    echo "[table1] starting $job_label: $log" >&2
-    OMP_NUM_THREADS=$threads_per_job run_job $job > "$log" 2>&1 &
-    running=$((running + 1))
-  done
-  while [ "$running" -gt 0 ]; do
-    wait -n || failed=1
-    running=$((running - 1))
-  done
-  if [ "$failed" = 1 ]; then
-    echo "table1.sh: a run failed; its log in $output_dir/logs says why (rerunning resumes)" >&2
-    exit 1
-  fi
-fi
+run_jobs "$jobs" "$output_dir/logs" run_job "${job_list[@]}" || exit 1
 
 report_args=()
 for row in "${selected[@]}"; do
@@ -302,7 +266,7 @@ for pair in "${paired_rows[@]}"; do
 done
 
 budget_title=""
-[ "$benchmark" = synthetic ] && budget_title=", $budget iterations"
+[ "$benchmark" = synthetic ] && budget_title=", ${budget:-1000} iterations"
 python tools/lst_report.py table1 "${report_args[@]}" --output-dir "$report_dir" \
   --title "Table 1 on $benchmark$budget_title ($(date +%Y-%m-%d))${num_seeds:+, seeds 0-$((num_seeds - 1))}"
 cat "$report_dir/table1.md"

@@ -82,6 +82,13 @@ def test_grouped_permuted_subset_sampler(drop_uneven, expected):
     assert list(GroupedBatchSampler(sampler, INTERLEAVED_GROUPS, 3, drop_uneven)) == expected
 
 
+def test_grouped_sampler_whose_epoch_has_no_image_of_a_group():
+    """A sampler that draws from only one aspect-ratio group (LST's phases without replay: only
+    the new classes' images) gives that group's batches, and no empty batch for the other."""
+    sampler = SubsetSampler([2, 4, 5, 7])  # group 1 only
+    assert list(GroupedBatchSampler(sampler, INTERLEAVED_GROUPS, 3, False)) == [[2, 4, 5], [7]]
+
+
 def test_grouped_len_before_and_after_iterating():
     dataset = list(range(10))
     random.seed(0)

@@ -24,13 +24,25 @@
         meta weight generator (paper Figure 9); writes DIR (default OUT_MWG/report)/
         mwg_new_class_ap.md, .json and .png.
 
+    python tools/lst_report.py ablations --run "LST=OUT_S0,OUT_S1" --run "KD off=KD_S0,KD_S1" ... \
+        --output-dir DIR [--title "..."]
+        the AP of the old, new and all classes (and AP(0,10), AP) after each phase of every variant
+        (lst_scripts/ablations.sh; the paper's Figures 7-8), mean ± sample std over the variant's
+        seeds (one experiment folder each, all with the same division); writes DIR/ablations.md,
+        ablations.json and ablations_ap_per_phase.png (a panel per class group, error bars).
+
 All print the markdown table. Values are mask AP in percent unless stated; "–" is undefined.
 """
 import argparse
 import logging
 import sys
 
-from maskrcnn_benchmark.lst.report import write_mwg_report, write_phase_report, write_table1
+from maskrcnn_benchmark.lst.report import (
+    write_ablation_report,
+    write_mwg_report,
+    write_phase_report,
+    write_table1,
+)
 
 
 def labelled_path(text):
@@ -83,6 +95,13 @@ def parse_args(argv=None):
     mwg.add_argument("--output-dir", help="folder for mwg_new_class_ap.* (default: OUT_MWG/report)")
     mwg.add_argument("--train-json", help="training json for the instance counts (default: from "
                      "phase_<t>/config.yml)")
+    ablations = commands.add_parser("ablations", help="old / new / all AP per phase of variants of a chain "
+                                    "(Figures 7-8), mean ± std over seeds")
+    ablations.add_argument("--run", dest="runs", action="append", required=True, type=labelled_paths,
+                           metavar="VARIANT=OUT[,OUT...]",
+                           help="a variant and its experiment folders, one per seed in seed order (repeatable)")
+    ablations.add_argument("--output-dir", required=True, help="folder for ablations.md/.json/_ap_per_phase.png")
+    ablations.add_argument("--title", default="Ablations", help="title of the table and plot")
     return parser.parse_args(argv)
 
 
@@ -95,6 +114,8 @@ def main(argv=None):
                                     [tuple(pair) for pair in args.paired])
         elif args.command == "phases":
             markdown = write_phase_report(args.phases_dir, args.compare)
+        elif args.command == "ablations":
+            markdown = write_ablation_report(args.runs, args.output_dir, args.title)
         else:
             markdown = write_mwg_report(args.with_mwg, args.without_mwg, args.output_dir, args.train_json)
     except ValueError as e:  # ReportInputError, or a malformed phases.json

@@ -12,6 +12,8 @@ Three reports:
   all classes, and its plots (AP per phase, like the paper's Figures 7-8; AP per bin).
 * The new-class AP per phase of two experiments, with and without the meta weight generator,
   also over the new classes with fewer than 5 training instances (the paper's Figure 9).
+* The ablations: the old / new / all AP per phase of several variants of an LST chain (the
+  paper's Figures 7-8: distillation off, other replays), each over one or more seeds.
 
 metrics.json holds APs on a 0..1 scale with -1 when undefined; the reports show percent with one
 decimal, like the paper, and an undefined value as "–" (markdown) or null (json).
@@ -515,6 +517,101 @@ def write_phase_report(phases_dir, comparisons=()):
               if row["status"] == "finished"]
     plot_grouped_bins(series, os.path.join(report_dir, "ap_per_bin.png"),
                       "Mask AP per training instance-count bin, after each phase")
+    return markdown
+
+
+# ---------------------------------------------------------------------------------------------
+# Ablations: variants of an LST chain, phase by phase (paper Figures 7-8)
+# ---------------------------------------------------------------------------------------------
+
+ABLATION_METRICS = ["AP old", "AP new", "AP all", "AP(0,10)", "AP"]
+
+
+def ablation_rows(runs):
+    """Rows of the ablation table: one per variant and phase.
+
+    Arguments:
+        runs (list[tuple[str, list[str]]]): (variant label, experiment folders, one per seed in
+            seed order); every folder must divide the classes as the first one does.
+
+    Returns:
+        list[OrderedDict]: "variant", "phase", "seeds" (finished runs of that phase), then per
+        column of ABLATION_METRICS its mean over those runs (percent, one decimal, or None),
+        "std" (column -> sample standard deviation, ddof = 1, two decimals; None below two runs)
+        and "per_seed" (column -> each folder's value, one decimal, None where not finished).
+    """
+    groups, reference, rows = None, None, []
+    for label, phase_dirs in runs:
+        seed_rows = []
+        for phases_dir in phase_dirs:
+            experiment = Experiment(phases_dir)
+            if not os.path.isfile(experiment.phases_file):  # not started yet
+                seed_rows.append([])
+                continue
+            phases = experiment.load_phases()
+            if groups is None:
+                groups, reference = phases["groups"], phases_dir
+            elif phases["groups"] != groups:
+                raise ReportInputError("{} divides the classes differently from {} (phases.json groups "
+                                       "differ): the ablations must share one division".format(phases_dir, reference))
+            seed_rows.append(phase_rows(phases_dir, phases))
+        for phase in range(len(groups or [])):
+            finished = [r[phase] if phase < len(r) and r[phase]["status"] == "finished" else None for r in seed_rows]
+            row = OrderedDict([("variant", label), ("phase", phase), ("seeds", sum(r is not None for r in finished))])
+            statistics = {name: mean_and_std([r[name] if r else None for r in finished]) for name in ABLATION_METRICS}
+            row.update((name, _rounded(statistics[name][0], 1)) for name in ABLATION_METRICS)
+            row["std"] = OrderedDict((name, _rounded(statistics[name][1], 2)) for name in ABLATION_METRICS)
+            row["per_seed"] = OrderedDict((name, [_rounded(r[name], 1) if r else None for r in finished])
+                                          for name in ABLATION_METRICS)
+            rows.append(row)
+    return rows
+
+
+def ablation_markdown(rows, title):
+    columns = ["variant", "phase", "seeds"] + ABLATION_METRICS
+    cells = [dict({name: _mean_std_cell(row[name], row["std"][name]) for name in ABLATION_METRICS},
+                  variant=row["variant"], phase=row["phase"], seeds=row["seeds"]) for row in rows]
+    return "\n\n".join([
+        "## " + title,
+        markdown_table(columns, cells),
+        "Mask AP (%) after each phase, mean ± sample standard deviation (ddof = 1) over the seeds "
+        "that finished the phase; AP old / new / all: classes of earlier phases / of this phase / "
+        "all seen so far; {} = undefined or not finished.".format(UNDEFINED),
+    ]) + "\n"
+
+
+def plot_ablations(rows, path, title):
+    """Three panels (old, new, all classes): mask AP against the phase, a line per variant with
+    the spread over the seeds as error bars (the paper's Figures 7-8)."""
+    figure = Figure(figsize=(12, 4))
+    panels = figure.subplots(1, 3, sharey=True)
+    variants = list(OrderedDict((row["variant"], None) for row in rows))
+    for axes, name in zip(panels, GROUP_NAMES):
+        for variant in variants:
+            own = [row for row in rows if row["variant"] == variant and row["seeds"] > 0]
+            axes.errorbar([row["phase"] for row in own], [_plot_value(row["AP " + name]) for row in own],
+                          yerr=[row["std"]["AP " + name] or 0.0 for row in own], marker="o", capsize=3,
+                          label=variant)
+        axes.set_title("{} classes".format(name))
+        axes.set_xlabel("phase")
+        axes.set_xticks(sorted({row["phase"] for row in rows}))
+        axes.grid(alpha=0.3)
+    panels[0].set_ylabel("mask AP (%)")
+    panels[-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    figure.suptitle(title)
+    _save_figure(figure, path)
+
+
+def write_ablation_report(runs, output_dir, title="Ablations"):
+    """Write output_dir/ablations.md, ablations.json and ablations_ap_per_phase.png from
+    :func:`ablation_rows` of ``runs``; return the markdown."""
+    rows = ablation_rows(runs)
+    markdown = ablation_markdown(rows, title)
+    atomic_write_text(os.path.join(output_dir, "ablations.md"), markdown)
+    atomic_write_json({"title": title, "columns": ABLATION_METRICS, "std": "sample, ddof=1",
+                       "runs": [{"variant": label, "experiments": list(dirs)} for label, dirs in runs],
+                       "rows": rows}, os.path.join(output_dir, "ablations.json"))
+    plot_ablations(rows, os.path.join(output_dir, "ablations_ap_per_phase.png"), title)
     return markdown
 
 

@@ -1,6 +1,7 @@
-"""lst_scripts/table1.sh --seeds on the tiny CPU config and the LVIS test fixture: one run per seed
-and row in folders of their own, two at a time (--jobs 2), cRT from the plain run of its seed,
-resumed when finished, and a table whose mean and spread are those of the per-seed metrics files."""
+"""lst_scripts/table1.sh and ablations.sh --seeds on the tiny CPU config and the LVIS test fixture:
+one run per seed and row in folders of their own, two at a time (--jobs 2), cRT from the plain run
+of its seed and the ablations from the default chain's phase 0, resumed when finished, and tables
+whose mean and spread are those of the per-seed metrics files."""
 import json
 import os
 import subprocess
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from fixtures_training import REPO_ROOT, TINY_CONFIG
+from fixtures_training import REPO_ROOT, TEST_LST_CONFIGS, TINY_CONFIG, load_checkpoint, max_weight_difference
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +35,7 @@ def test_table1_seeds_gives_the_mean_and_std_of_the_per_seed_runs(workspace):
                            capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     for seed in (0, 1):  # plain and the cRT run that starts from it are one job
-        assert "starting plain,crt, seed {}".format(seed) in first.stderr
+        assert "starting plain+crt_seed{}".format(seed) in first.stderr
         assert (out / "runs" / "logs" / "plain+crt_seed{}.log".format(seed)).is_file()
 
     table = json.loads((out / "report" / "table1.json").read_text())
@@ -67,3 +68,45 @@ def test_table1_seeds_gives_the_mean_and_std_of_the_per_seed_runs(workspace):
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     for name in ("plain", "crt"):
         assert "{}, seed 0: done".format(name) in second.stderr and "{}, seed 1: done".format(name) in second.stderr
+
+
+def test_ablations_share_phase_0_switch_their_part_off_and_report_mean_and_std(workspace):
+    out = workspace["dir"] / "ablations"
+    command = ["bash", os.path.join(REPO_ROOT, "lst_scripts", "ablations.sh"), "--variants", "kd_off,replay_none",
+               "--seeds", "2", "--jobs", "2", "--lst-config-dir", TEST_LST_CONFIGS, "--lst-dir", str(out / "lst"),
+               "--output-dir", str(out / "variants"), "--report-dir", str(out / "report"),
+               "PATHS_CATALOG", workspace["catalog"]]
+    result = subprocess.run(command, env=workspace["env"], capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    runs = {"LST w/o MWG (default)": [out / "lst_seed{}".format(seed) for seed in (0, 1)],
+            "Distillation off": [out / "variants" / "kd_off_seed{}".format(seed) for seed in (0, 1)],
+            "No replay": [out / "variants" / "replay_none_seed{}".format(seed) for seed in (0, 1)]}
+    for seed in (0, 1):  # the variants start from the default chain's phase 0 of their seed
+        default_phase0 = load_checkpoint(runs["LST w/o MWG (default)"][seed] / "phase_0" / "model_final.pth")["model"]
+        for variant in ("Distillation off", "No replay"):
+            phase0 = load_checkpoint(runs[variant][seed] / "phase_0" / "model_final.pth")["model"]
+            assert max_weight_difference(phase0, default_phase0) == 0
+    phase1 = {name: [yaml.safe_load((run / "phase_1" / "config.yml").read_text()) for run in dirs]
+              for name, dirs in runs.items()}
+    assert [c["MODEL"]["LST"]["DISTILL"]["ENABLED"] for c in phase1["Distillation off"]] == [False, False]
+    assert [c["MODEL"]["LST"]["REPLAY"] for c in phase1["No replay"]] == ["none", "none"]
+    assert [c["MODEL"]["LST"]["DISTILL"]["ENABLED"] for c in phase1["LST w/o MWG (default)"]] == [True, True]
+    assert [c["SEED"] for c in phase1["No replay"]] == [1, 2]  # SEED + phase
+
+    report = json.loads((out / "report" / "ablations.json").read_text())
+    assert [(row["variant"], row["phase"]) for row in report["rows"]] == [
+        (name, phase) for name in runs for phase in (0, 1)]
+    for row in report["rows"]:
+        per_seed = [json.loads(next((run / "phase_{}".format(row["phase"]) / "inference").glob("*/metrics.json"))
+                               .read_text())["segm"]["groups"]["all"] for run in runs[row["variant"]]]
+        values = [100 * v for v in per_seed if v >= 0]
+        if values:
+            assert row["AP all"] == pytest.approx(np.mean(values), abs=0.05 + 1e-9)
+        if len(values) == 2:
+            assert row["std"]["AP all"] == pytest.approx(np.std(values, ddof=1), abs=0.005 + 1e-9)
+    for name in ("ablations.md", "ablations_ap_per_phase.png", "ablations_final.md", "ablations_final.json"):
+        assert (out / "report" / name).is_file(), name
+    final = json.loads((out / "report" / "ablations_final.json").read_text())
+    assert [pair["comparison"] for pair in final["paired"]] == [
+        "Distillation off − LST w/o MWG (default)", "No replay − LST w/o MWG (default)"]

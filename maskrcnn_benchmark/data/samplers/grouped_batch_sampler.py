@@ -50,6 +50,8 @@ class GroupedBatchSampler(BatchSampler):
         batches = []  # (sampler position of the first item, items)
         for group in self.groups:
             positions = torch.nonzero(group_of_position == group).flatten()
+            if positions.numel() == 0:  # no image of this group in the epoch (split would give one empty chunk)
+                continue
             for chunk in positions.split(self.batch_size):
                 batches.append((chunk[0].item(), [items[p] for p in chunk.tolist()]))
         batches.sort(key=lambda batch: batch[0])
