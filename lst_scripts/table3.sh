@@ -3,7 +3,7 @@
 # lst_scripts/run_phases.sh experiment, gathered into REPORT_DIR/table3.md, table3.json and
 # table3_ap_per_bin.png (the final phase's metrics of each; AP is the paper's column).
 #
-#   bash lst_scripts/table3.sh                  # the synthetic benchmark (64 classes)
+#   bash lst_scripts/table3.sh --jobs 2         # the synthetic benchmark (64 classes), two at a time
 #   bash lst_scripts/table3.sh --lvis --gpus 8  # LVIS v0.5, the paper's grid
 #
 # The paper's grid on LVIS v0.5's 1,230 classes: b/phase size 110/160, 270/160, 270/320, 270/480,
@@ -11,12 +11,21 @@
 # 6/8, 14/8, 14/17, 14/25, 14/50, 31/8, 31/17.
 #
 # Options:
-#   --lvis              LVIS v0.5 with configs/lvis/lst instead of configs/synthetic/lst
+#   --lvis              LVIS v0.5 with configs/lvis/lst instead of the synthetic benchmark
+#   --budget N          the synthetic phases' schedules, as for table1.sh: 1000 (default;
+#                       configs/synthetic/budget_1000/lst) or 3000 (configs/synthetic/lst); each
+#                       phase t >= 1 trains that folder's incremental.yaml, so a grid point with
+#                       more phases trains longer in all
 #   --grid "b/s ..."    the (base size)/(phase size) pairs to run (default: as above)
-#   --output-dir DIR    experiments go to DIR/b<b>_s<s> (default output/table3/<synthetic|lvis>)
+#   --output-dir DIR    experiments go to DIR/b<b>_s<s> (default output/table3/<benchmark>, the
+#                       benchmark named as for table1.sh: synthetic_budget_1000, synthetic, lvis)
 #   --seeds N           run every pair with SEED 0 .. N-1 (experiments DIR/b<b>_s<s>_seed<seed>):
 #                       mean ± sample standard deviation over the seeds (default: the config's SEED)
-#   --report-dir DIR    default report (synthetic) or report/lvis
+#   --report-dir DIR    default: the budget's report folder (report for the 1000-iteration budget,
+#                       report/budget_3000, report/lvis)
+#   --lst-config-dir D  phase0.yaml and incremental.yaml of every chain (default: the budget's
+#                       lst/, or configs/lvis/lst)
+#   --jobs N            experiments trained side by side (as table1.sh; logs in OUTPUT-DIR/logs)
 #   --gpus N            processes per phase through torchrun (default 1)
 #   KEY VALUE ...       after the options: config overrides for every phase of every run
 # Re-running resumes every experiment where it stopped.
@@ -25,14 +34,20 @@ shopt -s inherit_errexit  # a failing run inside $(...) stops the script
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 benchmark=synthetic
+budget=""
+lst_config_dir=""
 grid=""
 output_dir=""
 report_dir=""
 num_seeds=""
+jobs=1
 gpus=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --lvis) benchmark=lvis; shift ;;
+    --budget) budget="$2"; shift 2 ;;
+    --lst-config-dir) lst_config_dir="$2"; shift 2 ;;
+    --jobs) jobs="$2"; shift 2 ;;
     --grid) grid="$2"; shift 2 ;;
     --output-dir) output_dir="$2"; shift 2 ;;
     --report-dir) report_dir="$2"; shift 2 ;;
@@ -44,34 +59,58 @@ while [ $# -gt 0 ]; do
   esac
 done
 overrides=("$@")
-if [ -n "$num_seeds" ] && ! [[ "$num_seeds" =~ ^[1-9][0-9]*$ ]]; then
-  echo "table3.sh: --seeds takes a number of seeds of 1 or more, got '$num_seeds'" >&2
-  exit 2
-fi
+for value in "${num_seeds:-1}" "$jobs"; do
+  if ! [[ "$value" =~ ^[1-9][0-9]*$ ]]; then
+    echo "table3.sh: --seeds and --jobs take a number of 1 or more, got '$value'" >&2
+    exit 2
+  fi
+done
 seeds=("")
 [ -n "$num_seeds" ] && seeds=($(seq 0 $((num_seeds - 1))))
+source lst_scripts/benchmark_budget.sh
+source lst_scripts/job_pool.sh
+resolve_budget "$benchmark" "$budget" || exit 2
 if [ "$benchmark" = lvis ]; then
   grid="${grid:-110/160 270/160 270/320 270/480 270/960 590/160 590/320}"
-  report_dir="${report_dir:-report/lvis}"
 else
   grid="${grid:-6/8 14/8 14/17 14/25 14/50 31/8 31/17}"
-  report_dir="${report_dir:-report}"
 fi
-output_dir="${output_dir:-output/table3/$benchmark}"
+lst_config_dir="${lst_config_dir:-$budget_configs/lst}"
+output_dir="${output_dir:-output/table3/$run_name}"
+report_dir="${report_dir:-$report_root}"
 
 source lst_scripts/setup_env.sh
+
+# The experiment folder of grid point $1 (base size), $2 (phase size) with seed $3 ("" or "-" = the config's).
+experiment_dir() {
+  local seed="${3#-}"
+  echo "$output_dir/b$1_s$2${seed:+_seed$seed}"
+}
+
+# Runs the chain of grid point $1/$2 with seed $3 ("-" = the config's).
+train_grid_point() {
+  local base="$1" phase_size="$2" seed="${3#-}" seed_opts=()
+  [ -n "$seed" ] && seed_opts=(--seed "$seed")
+  echo "[table3] b $base, phase size $phase_size${seed:+, seed $seed} -> $(experiment_dir "$@")"
+  bash lst_scripts/run_phases.sh --config-dir "$lst_config_dir" --output-dir "$(experiment_dir "$@")" \
+    "${seed_opts[@]}" --gpus "$gpus" "${overrides[@]}" MODEL.LST.BASE_SIZE "$base" MODEL.LST.PHASE_SIZE "$phase_size"
+}
+
+job_list=()
+for pair in $grid; do
+  for seed in "${seeds[@]}"; do
+    job_list+=("b${pair%/*}_s${pair#*/}${seed:+_seed$seed} ${pair%/*} ${pair#*/} ${seed:--}")
+  done
+done
+run_jobs "$jobs" "$output_dir/logs" train_grid_point "${job_list[@]}" || exit 1
+
 report_rows=()
 for pair in $grid; do
   base="${pair%/*}"
   phase_size="${pair#*/}"
   files=()
   for seed in "${seeds[@]}"; do
-    experiment="$output_dir/b${base}_s${phase_size}${seed:+_seed$seed}"
-    echo "[table3] b $base, phase size $phase_size${seed:+, seed $seed} -> $experiment"
-    seed_opts=()
-    [ -n "$seed" ] && seed_opts=(--seed "$seed")
-    bash lst_scripts/run_phases.sh --config-dir "configs/$benchmark/lst" --output-dir "$experiment" \
-      "${seed_opts[@]}" --gpus "$gpus" "${overrides[@]}" MODEL.LST.BASE_SIZE "$base" MODEL.LST.PHASE_SIZE "$phase_size"
+    experiment=$(experiment_dir "$base" "$phase_size" "$seed")
     num_phases=$(python tools/lst_experiment.py "$experiment" last-phase)
     files+=("$(python tools/lst_experiment.py "$experiment" path "$num_phases" metrics)")
   done
@@ -80,5 +119,7 @@ for pair in $grid; do
   report_rows+=(--row "b $base, phase size $phase_size ($num_phases $phases_word)=$(IFS=','; echo "${files[*]}")")
 done
 
+budget_title=""
+[ "$benchmark" = synthetic ] && budget_title=", ${budget:-1000}-iteration phase schedules"
 python tools/lst_report.py table1 --name table3 "${report_rows[@]}" --output-dir "$report_dir" \
-  --title "Table 3 on $benchmark: base size and phase size (LST w/o MWG, final phase)"
+  --title "Table 3 on $benchmark$budget_title: base size and phase size (LST w/o MWG, final phase)"
