@@ -97,19 +97,13 @@ experiment_dir() {
 # Runs the chain of variant $1 with seed $2 ("-" = the configs'), after copying the default chain's
 # finished phase 0 into it when it has not started.
 train_variant() {
-  local variant="$1" seed="$2" experiment base seed_opts=() opts=()
+  local variant="$1" seed="$2" experiment seed_opts=() opts=()
   [ "$seed" = - ] && seed=""
   [ -n "$seed" ] && seed_opts=(--seed "$seed")
   experiment=$(experiment_dir "$variant" "$seed")
   if [ "$variant" != default ]; then
     read -r -a opts <<< "${variant_opts[$variant]}"
-    base=$(experiment_dir default "$seed")
-    if [ ! -f "$experiment/phases.json" ] \
-      && [ "$(python tools/lst_experiment.py "$base" state 0)" = finished ]; then
-      mkdir -p "$experiment"
-      cp "$base/phases.json" "$experiment/"
-      cp -r "$(python tools/lst_experiment.py "$base" path 0 dir)" "$experiment/"
-    fi
+    python tools/lst_experiment.py "$experiment" share-phase0 "$(experiment_dir default "$seed")" > /dev/null
   fi
   bash lst_scripts/run_phases.sh --config-dir "$lst_config_dir" --output-dir "$experiment" \
     "${seed_opts[@]}" --gpus "$gpus" "${overrides[@]}" "${opts[@]}"

@@ -153,19 +153,13 @@ lst_experiment() {
 # from the w/o-MWG run's phase 0 of the same seed when it is done (phase 0 is the same in both:
 # the generator trains in phases t >= 1).
 train_lst() {
-  local row="$1" seed="$2" experiment base_experiment
+  local row="$1" seed="$2" experiment
   local seed_opts=() mwg_opts=()
   [ -n "$seed" ] && seed_opts=(--seed "$seed")
   experiment=$(lst_experiment "$row" "$seed")
   if [ "$row" = lst_mwg ]; then
     mwg_opts=(MODEL.FEW_SHOT.ENABLED True)
-    base_experiment=$(lst_experiment lst "$seed")
-    if [ -f "$base_experiment/phases.json" ] && [ "$(python tools/lst_experiment.py "$experiment" state 0)" = "not started" ] \
-      && [ "$(python tools/lst_experiment.py "$base_experiment" state 0)" = finished ]; then
-      mkdir -p "$experiment"
-      cp "$base_experiment/phases.json" "$experiment/"
-      cp -r "$(python tools/lst_experiment.py "$base_experiment" path 0 dir)" "$experiment/"
-    fi
+    python tools/lst_experiment.py "$experiment" share-phase0 "$(lst_experiment lst "$seed")" > /dev/null
   fi
   bash lst_scripts/run_phases.sh --config-dir "$lst_config_dir" --output-dir "$experiment" \
     "${seed_opts[@]}" --gpus "$gpus" "${overrides[@]}" "${mwg_opts[@]}"

@@ -3,6 +3,8 @@
     python tools/lst_experiment.py OUT last-phase            # T, the index of the last phase
     python tools/lst_experiment.py OUT path PHASE FILE       # FILE: one of the names below
     python tools/lst_experiment.py OUT state PHASE           # not started | training | trained | finished
+    python tools/lst_experiment.py OUT share-phase0 BASE     # copy BASE's finished phase 0 into OUT
+                                                             # (if OUT has not started): "copied" or "not copied"
 
 FILE is dir, config, log, model_init, model_final, replay_plan, replay_balance, generator or
 metrics (the phase's evaluation; an error before it exists).
@@ -26,6 +28,8 @@ def parse_args(argv=None):
     path.add_argument("file", choices=PHASE_FILES)
     state = commands.add_parser("state", help="print the state of a phase")
     state.add_argument("phase", type=int)
+    share = commands.add_parser("share-phase0", help="start the experiment from another one's finished phase 0")
+    share.add_argument("base", help="the experiment folder whose phases.json and phase_0/ are copied")
     return parser.parse_args(argv)
 
 
@@ -35,6 +39,9 @@ def main(argv=None):
     try:
         if args.command == "last-phase":
             print(experiment.last_phase)
+            return 0
+        if args.command == "share-phase0":
+            print("copied" if experiment.share_phase0(args.base) else "not copied")
             return 0
         files = experiment.phase(args.phase)
         if args.command == "state":

@@ -20,6 +20,7 @@ A phase is finished when its evaluation exists (a metrics.json under inference/)
 import json
 import logging
 import os
+import shutil
 
 from maskrcnn_benchmark.utils.checkpoint import LAST_CHECKPOINT_TAG
 from maskrcnn_benchmark.utils.miscellaneous import atomic_write_json
@@ -125,6 +126,23 @@ class Experiment:
     def last_phase(self):
         """T, the index of the last phase."""
         return self.num_phases() - 1
+
+    def share_phase0(self, base_root):
+        """Start this experiment from the finished phase 0 of the experiment ``base_root``: copy its
+        phases.json and phase_0/ here, for variants of a chain that differ only in phases t >= 1
+        (LST w MWG, the ablations) and so share theta_0.
+
+        Only when this experiment has not started (no phases.json) and the base's phase 0 is
+        finished; returns whether it copied. phases.json is copied last, so an interrupted copy
+        is redone.
+        """
+        base = Experiment(base_root)
+        if os.path.exists(self.phases_file) or not os.path.isfile(base.phases_file) \
+                or base.phase(0).state != "finished":
+            return False
+        shutil.copytree(base.phase(0).dir, self.phase(0).dir, dirs_exist_ok=True)
+        shutil.copy2(base.phases_file, self.phases_file)
+        return True
 
     def prepare(self, train_json, base, phase_size, quota_rule="ceil"):
         """Write phases.json and phase_<t>/replay_plan.json (t >= 1) from the training annotations.

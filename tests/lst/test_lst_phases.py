@@ -245,6 +245,29 @@ def test_cli_is_idempotent_and_refuses_to_change_finished_phases(tmp_path, train
     assert not os.path.exists(str(tmp_path / "other"))
 
 
+def test_share_phase0_copies_a_finished_phase_0_into_an_experiment_not_started(tmp_path, train_json):
+    base = Experiment(str(tmp_path / "base"))
+    base.prepare(train_json, 2, 2)
+    variant = Experiment(str(tmp_path / "variant"))
+    assert not variant.share_phase0(base.root)  # phase 0 of the base is not finished
+    assert not os.path.exists(variant.phases_file)
+
+    os.makedirs(os.path.dirname(base.phase(0).metrics("val")))
+    for path, text in [(base.phase(0).model_final, "weights"), (base.phase(0).metrics("val"), "{}")]:
+        with open(path, "w") as f:
+            f.write(text)
+    assert variant.share_phase0(base.root)
+    assert variant.phase(0).state == "finished" and variant.phase(1).state == "not started"
+    assert _read_tree(variant.phase(0).dir) == _read_tree(base.phase(0).dir)
+    assert variant.load_phases() == base.load_phases()
+
+    with open(variant.phase(0).model_final, "w") as f:
+        f.write("trained further")
+    assert not variant.share_phase0(base.root)  # started: never overwritten
+    with open(variant.phase(0).model_final) as f:
+        assert f.read() == "trained further"
+
+
 # ---------------------------------------------------------------------------- datasets and config
 @pytest.fixture(scope="module")
 def phase_catalog(tmp_path_factory):
