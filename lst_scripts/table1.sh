@@ -36,6 +36,8 @@
 #                       over the seeds and the paired differences of the rows README compares
 #                       (default: one run per row with the configs' SEED, in the folders above
 #                       without the suffix)
+#   --report-only       train nothing: write the table from the runs finished so far (a row
+#                       with seeds missing says how many it has)
 #   --jobs N            jobs trained side by side (default 1), each with OMP_NUM_THREADS =
 #                       cores / N unless OMP_NUM_THREADS is set, its output in
 #                       OUTPUT-DIR/logs/<rows>[_seed<s>].log. A job is one row and seed, except
@@ -61,6 +63,7 @@ lst_config_dir=""
 num_seeds=""
 jobs=1
 gpus=1
+report_only=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --lvis) benchmark=lvis; shift ;;
@@ -75,6 +78,7 @@ while [ $# -gt 0 ]; do
     --lst-config-dir) lst_config_dir="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
     --gpus) gpus="$2"; shift 2 ;;
+    --report-only) report_only=1; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "lst_scripts/$(basename "$0")"; exit 0 ;;
     --*) echo "table1.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) break ;;
@@ -165,6 +169,23 @@ train_lst() {
     "${seed_opts[@]}" --gpus "$gpus" "${overrides[@]}" "${mwg_opts[@]}"
 }
 
+# The metrics.json of LST row $1 with seed $2: its last phase's, or a path that does not exist
+# (a run not finished) when that phase has not been evaluated.
+lst_metrics() {
+  local experiment last_phase
+  experiment=$(lst_experiment "$1" "$2")
+  if [ ! -f "$experiment/phases.json" ]; then
+    echo "$experiment/not_finished"
+    return
+  fi
+  last_phase=$(python tools/lst_experiment.py "$experiment" last-phase)
+  if [ "$(python tools/lst_experiment.py "$experiment" state "$last_phase")" = finished ]; then
+    python tools/lst_experiment.py "$experiment" path "$last_phase" metrics
+  else
+    echo "$(python tools/lst_experiment.py "$experiment" path "$last_phase" dir)/not_finished"
+  fi
+}
+
 # The metrics.json of baseline row $1 with seed $2.
 baseline_metrics() {
   echo "$output_dir/$1${2:+_seed$2}/inference/$test_set/metrics.json"
@@ -237,15 +258,14 @@ run_job() {
     fi
   done
 }
-run_jobs "$jobs" "$output_dir/logs" run_job "${job_list[@]}" || exit 1
+[ -n "$report_only" ] || run_jobs "$jobs" "$output_dir/logs" run_job "${job_list[@]}" || exit 1
 
 report_args=()
 for row in "${selected[@]}"; do
   files=()
   for seed in "${seeds[@]}"; do
     if [ "$row" = lst ] || [ "$row" = lst_mwg ]; then
-      experiment=$(lst_experiment "$row" "$seed")
-      files+=("$(python tools/lst_experiment.py "$experiment" path "$(python tools/lst_experiment.py "$experiment" last-phase)" metrics)")
+      files+=("$(lst_metrics "$row" "$seed")")
     else
       files+=("$(baseline_metrics "$row" "$seed")")
     fi

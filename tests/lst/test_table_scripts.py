@@ -69,6 +69,11 @@ def test_table1_seeds_gives_the_mean_and_std_of_the_per_seed_runs(workspace):
     for name in ("plain", "crt"):
         assert "{}, seed 0: done".format(name) in second.stderr and "{}, seed 1: done".format(name) in second.stderr
 
+    third_seed = command[:4] + ["--report-only", "--seeds", "3"] + command[6:]  # seed 2 not run: nothing trains
+    partial = subprocess.run(third_seed, env=workspace["env"], capture_output=True, text=True, timeout=900)
+    assert partial.returncode == 0, partial.stdout[-3000:] + partial.stderr[-3000:]
+    assert "Baseline (Mask R-CNN) (2 of 3 seeds)" in partial.stdout and not (out / "runs" / "plain_seed2").exists()
+
 
 def test_ablations_share_phase_0_switch_their_part_off_and_report_mean_and_std(workspace):
     out = workspace["dir"] / "ablations"
