@@ -15,6 +15,7 @@ from maskrcnn_benchmark.lst.report import (
     TABLE1_COLUMNS,
     ReportInputError,
     phase_rows,
+    write_ablation_report,
     write_phase_report,
     write_table1,
 )
@@ -348,6 +349,45 @@ def test_phase_report_with_comparison_and_errors(tmp_path):
     with pytest.raises(ReportInputError, match="segm") as error:
         write_phase_report(root)
     assert bad in str(error.value)
+
+
+def test_ablation_report_gives_each_variant_and_phase_mean_and_std_over_its_seeds(tmp_path):
+    runs = []
+    for name, offset in (("default", 0.0), ("KD off", -0.1)):
+        dirs = [str(tmp_path / "{}_seed{}".format(name, seed)) for seed in (0, 1)]
+        for seed, root in enumerate(dirs):
+            finished = [0, 1, 2] if (name, seed) != ("KD off", 1) else [0, 1]  # seed 1 stopped in phase 2
+            make_phases_dir(root, finished, groups_ap={
+                0: {"all": 0.5 + 0.01 * seed},
+                1: {"old": 0.4 + offset + 0.02 * seed, "new": 0.3 + 0.03 * seed, "all": 0.35 + offset},
+                2: {"old": 0.45 + offset - 0.04 * seed, "new": 0.1, "all": 0.3 + offset + 0.01 * seed}})
+        runs.append((name, dirs))
+    runs.append(("not run", [str(tmp_path / "missing_seed0"), str(tmp_path / "missing_seed1")]))
+    markdown = write_ablation_report(runs, str(tmp_path / "report"), "Ablations")
+
+    with open(tmp_path / "report" / "ablations.json") as f:
+        rows = {(row["variant"], row["phase"]): row for row in json.load(f)["rows"]}
+    assert sorted(rows) == sorted((name, phase) for name in ("default", "KD off", "not run") for phase in range(len(GROUPS)))
+    assert rows[("default", 3)]["seeds"] == 0  # no run reached phase 3
+    row = rows[("KD off", 1)]
+    assert row["seeds"] == 2 and row["AP old"] == pytest.approx(100 * np.mean([0.3, 0.32]), abs=0.05)
+    assert row["std"]["AP old"] == pytest.approx(100 * np.std([0.3, 0.32], ddof=1), abs=0.005)
+    assert row["AP new"] == pytest.approx(31.5, abs=0.05) and row["per_seed"]["AP new"] == [30.0, 33.0]
+    last = rows[("KD off", 2)]  # only seed 0 finished phase 2: its value, no spread
+    assert last["seeds"] == 1 and last["AP old"] == 35.0 and last["std"]["AP old"] is None
+    assert last["per_seed"]["AP old"] == [35.0, None]
+    assert rows[("default", 0)]["AP old"] is None and rows[("default", 0)]["AP all"] == pytest.approx(50.5, abs=0.05)
+    assert rows[("not run", 2)]["seeds"] == 0 and rows[("not run", 2)]["AP all"] is None
+    assert "| KD off | 1 | 2 | 31.0 ± 1.4 | 31.5 ± 2.1 | 25.0 ± 0.0 |" in markdown
+    check_png(str(tmp_path / "report" / "ablations_ap_per_phase.png"))
+
+    other = str(tmp_path / "other_division")
+    other_groups = [[5, 1], [2, 3], [4, 6], [7, 8]]  # base 2: another division of the same classes
+    write_json(os.path.join(other, "phases.json"), {
+        "sorted_category_ids": [c for group in other_groups for c in group], "groups": other_groups, "base": 2,
+        "phase_size": 2})
+    with pytest.raises(ReportInputError, match="divides the classes differently"):
+        write_ablation_report(runs[:1] + [("other", [other])], str(tmp_path / "report2"))
 
 
 # ---------------------------------------------------------------------------------------------
