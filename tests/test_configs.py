@@ -418,3 +418,38 @@ def test_every_table1_baseline_row_has_its_synthetic_and_lvis_config():
             path = os.path.join(repo_root, prefix + suffix + ".yaml")
             assert os.path.isfile(path), (row, path)
             merge_config_file(cfg.clone(), path)
+
+
+def _merged(path):
+    config = cfg.clone()
+    merge_config_file(config, path)
+    return config
+
+
+@pytest.mark.parametrize("name", sorted(os.path.relpath(path, os.path.join(CONFIG_ROOT, "synthetic", "budget_1000"))
+                                        for path in glob.glob(os.path.join(CONFIG_ROOT, "synthetic", "budget_1000", "**",
+                                                                           "*.yaml"), recursive=True)
+                                        if not path.endswith("schedule.yaml")))
+def test_a_budget_1000_config_is_its_3000_iteration_config_on_a_shorter_schedule(name):
+    """Table 1's 1,000-iteration budget changes the schedule only: the same keys as the config of
+    the same name in configs/synthetic/, but SOLVER.MAX_ITER (a third) and SOLVER.STEPS (at the
+    same fractions of the schedule, to the iteration)."""
+    short = _merged(os.path.join(CONFIG_ROOT, "synthetic", "budget_1000", name))
+    full = _merged(os.path.join(CONFIG_ROOT, "synthetic", name))
+    assert abs(short.SOLVER.MAX_ITER - full.SOLVER.MAX_ITER / 3) <= 1  # 534 for phase 0: the chain sums to 1,000
+    assert [step / short.SOLVER.MAX_ITER for step in short.SOLVER.STEPS] == pytest.approx(
+        [step / full.SOLVER.MAX_ITER for step in full.SOLVER.STEPS], abs=0.01)
+    for config in (short, full):
+        config.SOLVER.MAX_ITER, config.SOLVER.STEPS = 0, ()
+    assert short == full
+
+
+def test_the_budget_1000_lst_chain_trains_the_baselines_1000_iterations():
+    root = os.path.join(CONFIG_ROOT, "synthetic", "budget_1000")
+    phase0 = _merged(os.path.join(root, "lst", "phase0.yaml"))
+    incremental = _merged(os.path.join(root, "lst", "incremental.yaml"))
+    classes = phase0.MODEL.ROI_BOX_HEAD.NUM_CLASSES - 1
+    num_incremental = (classes - phase0.MODEL.LST.BASE_SIZE) // phase0.MODEL.LST.PHASE_SIZE
+    assert num_incremental == 2
+    assert phase0.SOLVER.MAX_ITER + num_incremental * incremental.SOLVER.MAX_ITER == \
+        _merged(os.path.join(root, "e2e_mask_rcnn_R_18_FPN_cpu.yaml")).SOLVER.MAX_ITER == 1000
