@@ -93,6 +93,30 @@ def test_federated_loss_without_image_counts_is_a_clear_error():
         FederatedLoss(5).set_class_image_counts([1, 2, 3])
 
 
+@pytest.mark.parametrize("loss,prior,expected_bias", [
+    ("federated", 0.01, -math.log(99.0)), ("federated", 0.2, -math.log(4.0)), ("softmax", 0.01, 0.0),
+    ("eqlv2", 0.01, 0.0)])
+def test_only_the_federated_classifier_starts_at_its_prior_probability(loss, prior, expected_bias):
+    config = default_cfg.clone()
+    merge_config_file(config, os.path.join(CONFIG_ROOT, "synthetic", "e2e_mask_rcnn_R_18_FPN_cpu.yaml"))
+    config.merge_from_list(["MODEL.ROI_BOX_HEAD.CLASSIFICATION_LOSS", loss, "MODEL.ROI_BOX_HEAD.PRIOR_PROB", prior])
+    box = build_detection_model(config).roi_heads.box
+    bias = box.predictor.cls_score.bias
+    assert torch.allclose(bias, torch.full_like(bias, expected_bias))
+    if loss == "federated":  # a RoI's every foreground score is the prior, up to the small weights
+        scores = box.classification_loss.scores(box.predictor.cls_score(torch.zeros(3, config.MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM)))
+        assert torch.allclose(scores[:, 1:], torch.full_like(scores[:, 1:], prior))
+    assert torch.all(box.predictor.bbox_pred.bias == 0)
+
+
+def test_federated_prior_probability_outside_0_1_is_refused():
+    config = default_cfg.clone()
+    merge_config_file(config, os.path.join(CONFIG_ROOT, "synthetic", "e2e_mask_rcnn_R_18_FPN_cpu_federated.yaml"))
+    config.merge_from_list(["MODEL.ROI_BOX_HEAD.PRIOR_PROB", 1.0])
+    with pytest.raises(ValueError, match="PRIOR_PROB must be in"):
+        build_detection_model(config)
+
+
 def test_federated_scores_are_sigmoids_without_background():
     scores = FederatedLoss(5).scores(torch.tensor(LOGITS_5))
     for r in range(3):

@@ -18,6 +18,8 @@ over the R RoIs; ``scores(logits)`` gives the (R, C) probabilities that the post
 thresholds (column 0 = background). The running statistics of EQLv2 and Seesaw are buffers,
 saved with the checkpoint, summed over the processes of a torch.distributed job.
 """
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -39,6 +41,19 @@ def num_classifier_outputs(cfg):
     last column; column 0 is the background-objectness logit) for "seesaw"."""
     num_classes = cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES
     return num_classes + 1 if cfg.MODEL.ROI_BOX_HEAD.CLASSIFICATION_LOSS == "seesaw" else num_classes
+
+
+def classifier_bias_init(cfg):
+    """The initial bias of every box classifier logit: -log((1 - p) / p) with p =
+    MODEL.ROI_BOX_HEAD.PRIOR_PROB for "federated" (the sigmoid classifier of CenterNet2 / Detic),
+    0 for the other losses (upstream's initialisation)."""
+    head = cfg.MODEL.ROI_BOX_HEAD
+    if head.CLASSIFICATION_LOSS != "federated":
+        return 0.0
+    if not 0.0 < head.PRIOR_PROB < 1.0:
+        raise ValueError("MODEL.ROI_BOX_HEAD.PRIOR_PROB must be in (0, 1) (the federated classifier's initial "
+                         "score; CenterNet2's 0.01), got {}".format(head.PRIOR_PROB))
+    return -math.log((1.0 - head.PRIOR_PROB) / head.PRIOR_PROB)
 
 
 class SoftmaxCrossEntropy(nn.Module):

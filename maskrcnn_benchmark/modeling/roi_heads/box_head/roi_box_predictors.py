@@ -4,7 +4,8 @@ All return ``(class_logits (R, W), box_regression (R, 4 * K))`` with K = NUM_CLA
 or K = 2 (background, foreground) when MODEL.CLS_AGNOSTIC_BBOX_REG. W = NUM_CLASSES, or
 NUM_CLASSES + 1 with MODEL.ROI_BOX_HEAD.CLASSIFICATION_LOSS "seesaw" (a foreground-objectness
 logit last; see classification_losses.num_classifier_outputs). Initialisation: cls_score
-N(0, 0.01), bbox_pred N(0, 0.001), zero biases.
+N(0, 0.01), bbox_pred N(0, 0.001), zero biases (the federated loss's classifier biases:
+classification_losses.classifier_bias_init).
 """
 import contextlib
 
@@ -14,7 +15,7 @@ from torch.nn import functional as F
 
 from maskrcnn_benchmark.modeling import registry
 
-from .classification_losses import num_classifier_outputs
+from .classification_losses import classifier_bias_init, num_classifier_outputs
 
 
 def _make_linear_predictors(cfg, in_channels):
@@ -24,8 +25,8 @@ def _make_linear_predictors(cfg, in_channels):
     bbox_pred = nn.Linear(in_channels, num_bbox_reg_classes * 4)
     nn.init.normal_(cls_score.weight, mean=0, std=0.01)
     nn.init.normal_(bbox_pred.weight, mean=0, std=0.001)
-    for layer in (cls_score, bbox_pred):
-        nn.init.constant_(layer.bias, 0)
+    nn.init.constant_(cls_score.bias, classifier_bias_init(cfg))
+    nn.init.constant_(bbox_pred.bias, 0)
     return cls_score, bbox_pred
 
 
