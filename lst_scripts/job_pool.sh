@@ -1,8 +1,8 @@
 # Sourced by lst_scripts/table1.sh, table3.sh and ablations.sh: `run_jobs N LOG_DIR FUNCTION JOB...`
 # calls `FUNCTION ARGS...` for every JOB, a string "NAME ARGS..." of words without spaces. With N
 # = 1 the jobs run one after the other, their output on stderr; otherwise N at a time, each in the
-# background with OMP_NUM_THREADS = cores / N (unless OMP_NUM_THREADS is set) and its output in
-# LOG_DIR/NAME.log. After a failed job no new one starts; returns 1 once the running ones end.
+# background with OMP_NUM_THREADS = cores / N (unless OMP_NUM_THREADS is set) and its output
+# appended to LOG_DIR/NAME.log (a resumed job's log keeps the earlier attempts). After a failed job no new one starts; returns 1 once the running ones end.
 run_jobs() {
   local jobs="$1" log_dir="$2" run="$3" job name args
   shift 3
@@ -28,7 +28,7 @@ run_jobs() {
     read -r name args <<< "$job"
     echo "[$(basename "$0" .sh)] starting $name: $log_dir/$name.log" >&2
     # shellcheck disable=SC2086
-    OMP_NUM_THREADS=$threads "$run" $args > "$log_dir/$name.log" 2>&1 &
+    OMP_NUM_THREADS=$threads "$run" $args >> "$log_dir/$name.log" 2>&1 &
     running=$((running + 1))
   done
   while [ "$running" -gt 0 ]; do
