@@ -420,12 +420,6 @@ def test_every_table1_baseline_row_has_its_synthetic_and_lvis_config():
             merge_config_file(cfg.clone(), path)
 
 
-def _merged(path):
-    config = cfg.clone()
-    merge_config_file(config, path)
-    return config
-
-
 @pytest.mark.parametrize("name", sorted(os.path.relpath(path, os.path.join(CONFIG_ROOT, "synthetic", "budget_1000"))
                                         for path in glob.glob(os.path.join(CONFIG_ROOT, "synthetic", "budget_1000", "**",
                                                                            "*.yaml"), recursive=True)
@@ -434,8 +428,8 @@ def test_a_budget_1000_config_is_its_3000_iteration_config_on_a_shorter_schedule
     """Table 1's 1,000-iteration budget changes the schedule only: the same keys as the config of
     the same name in configs/synthetic/, but SOLVER.MAX_ITER (a third) and SOLVER.STEPS (at the
     same fractions of the schedule, to the iteration)."""
-    short = _merged(os.path.join(CONFIG_ROOT, "synthetic", "budget_1000", name))
-    full = _merged(os.path.join(CONFIG_ROOT, "synthetic", name))
+    short = _merged(os.path.join("synthetic", "budget_1000", name))
+    full = _merged(os.path.join("synthetic", name))
     assert abs(short.SOLVER.MAX_ITER - full.SOLVER.MAX_ITER / 3) <= 1  # 534 for phase 0: the chain sums to 1,000
     assert [step / short.SOLVER.MAX_ITER for step in short.SOLVER.STEPS] == pytest.approx(
         [step / full.SOLVER.MAX_ITER for step in full.SOLVER.STEPS], abs=0.01)
@@ -445,11 +439,10 @@ def test_a_budget_1000_config_is_its_3000_iteration_config_on_a_shorter_schedule
 
 
 def test_the_budget_1000_lst_chain_trains_the_baselines_1000_iterations():
-    root = os.path.join(CONFIG_ROOT, "synthetic", "budget_1000")
-    phase0 = _merged(os.path.join(root, "lst", "phase0.yaml"))
-    incremental = _merged(os.path.join(root, "lst", "incremental.yaml"))
+    phase0 = _merged("synthetic/budget_1000/lst/phase0.yaml")
+    incremental = _merged("synthetic/budget_1000/lst/incremental.yaml")
     classes = phase0.MODEL.ROI_BOX_HEAD.NUM_CLASSES - 1
     num_incremental = (classes - phase0.MODEL.LST.BASE_SIZE) // phase0.MODEL.LST.PHASE_SIZE
     assert num_incremental == 2
     assert phase0.SOLVER.MAX_ITER + num_incremental * incremental.SOLVER.MAX_ITER == \
-        _merged(os.path.join(root, "e2e_mask_rcnn_R_18_FPN_cpu.yaml")).SOLVER.MAX_ITER == 1000
+        _merged("synthetic/budget_1000/e2e_mask_rcnn_R_18_FPN_cpu.yaml").SOLVER.MAX_ITER == 1000
