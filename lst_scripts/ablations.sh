@@ -16,6 +16,8 @@
 #   --budget N          the synthetic training budget, as for table1.sh: 1000 (default) or 3000
 #   --variants a,b,...  among kd_off, replay_all, replay_none (default: all three)
 #   --seeds N           every variant with SEED 0 .. N-1 (default: one run with the configs' SEED)
+#   --only-seeds S,...  with --seeds N: train only these of the seeds (the others run in another
+#                       call or on another machine); the report still covers all N
 #   --lst-dir DIR       the default chain (default: table1.sh's, output/lst/<benchmark>[_seed<s>])
 #   --lst-config-dir D  phase0.yaml and incremental.yaml of every chain (default: the budget's
 #                       lst/, or configs/lvis/lst)
@@ -35,6 +37,7 @@ benchmark=synthetic
 budget=""
 variants="kd_off,replay_all,replay_none"
 num_seeds=""
+only_seeds=""
 lst_dir=""
 lst_config_dir=""
 output_dir=""
@@ -47,6 +50,7 @@ while [ $# -gt 0 ]; do
     --budget) budget="$2"; shift 2 ;;
     --variants) variants="$2"; shift 2 ;;
     --seeds) num_seeds="$2"; shift 2 ;;
+    --only-seeds) only_seeds="$2"; shift 2 ;;
     --lst-dir) lst_dir="$2"; shift 2 ;;
     --lst-config-dir) lst_config_dir="$2"; shift 2 ;;
     --output-dir) output_dir="$2"; shift 2 ;;
@@ -59,12 +63,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 overrides=("$@")
-for value in "${num_seeds:-1}" "$jobs"; do
-  if ! [[ "$value" =~ ^[1-9][0-9]*$ ]]; then
-    echo "ablations.sh: --seeds and --jobs take a number of 1 or more, got '$value'" >&2
-    exit 2
-  fi
-done
+if ! [[ "$jobs" =~ ^[1-9][0-9]*$ ]]; then
+  echo "ablations.sh: --jobs takes a number of runs of 1 or more, got '$jobs'" >&2
+  exit 2
+fi
 
 # The variants: key -> title, and the config overrides of its phases.
 declare -A variant_title=([kd_off]="Distillation off" [replay_all]="Replay all old data" [replay_none]="No replay")
@@ -80,14 +82,14 @@ done
 
 source lst_scripts/benchmark_budget.sh
 source lst_scripts/job_pool.sh
+source lst_scripts/seeds.sh
 resolve_budget "$benchmark" "$budget" || exit 2
+resolve_seeds "$num_seeds" "$only_seeds" || exit 2
 source lst_scripts/setup_env.sh
 lst_config_dir="${lst_config_dir:-$budget_configs/lst}"
 lst_dir="${lst_dir:-output/lst/$run_name}"
 output_dir="${output_dir:-output/ablations/$run_name}"
 report_dir="${report_dir:-$report_root/ablations}"
-seeds=("")
-[ -n "$num_seeds" ] && seeds=($(seq 0 $((num_seeds - 1))))
 
 # The experiment folder of variant $1 ("default" for the default chain) with seed $2.
 experiment_dir() {
@@ -112,7 +114,7 @@ train_variant() {
 # First the default chains (one job per seed), then the variants (one per variant and seed), which
 # start from their seed's default phase 0.
 default_jobs=() variant_jobs=()
-for seed in "${seeds[@]}"; do
+for seed in "${train_seeds[@]}"; do
   default_jobs+=("default${seed:+_seed$seed} default ${seed:--}")
   for variant in "${selected[@]}"; do
     variant_jobs+=("$variant${seed:+_seed$seed} $variant ${seed:--}")

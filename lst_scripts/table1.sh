@@ -36,6 +36,8 @@
 #                       over the seeds and the paired differences of the rows README compares
 #                       (default: one run per row with the configs' SEED, in the folders above
 #                       without the suffix)
+#   --only-seeds S,...  with --seeds N: train only these of the seeds 0 .. N-1 (the others run in
+#                       another call or on another machine); the report still covers all N
 #   --report-only       train nothing: write the table from the runs finished so far (a row
 #                       with seeds missing says how many it has)
 #   --jobs N            jobs trained side by side (default 1), each with OMP_NUM_THREADS =
@@ -61,6 +63,7 @@ config_prefix=""
 test_set=""
 lst_config_dir=""
 num_seeds=""
+only_seeds=""
 jobs=1
 gpus=1
 report_only=""
@@ -70,6 +73,7 @@ while [ $# -gt 0 ]; do
     --budget) budget="$2"; shift 2 ;;
     --rows) rows="$2"; shift 2 ;;
     --seeds) num_seeds="$2"; shift 2 ;;
+    --only-seeds) only_seeds="$2"; shift 2 ;;
     --output-dir) output_dir="$2"; shift 2 ;;
     --lst-dir) lst_dir="$2"; shift 2 ;;
     --report-dir) report_dir="$2"; shift 2 ;;
@@ -85,10 +89,6 @@ while [ $# -gt 0 ]; do
   esac
 done
 overrides=("$@")
-if [ -n "$num_seeds" ] && ! [[ "$num_seeds" =~ ^[1-9][0-9]*$ ]]; then
-  echo "table1.sh: --seeds takes a number of seeds of 1 or more, got '$num_seeds'" >&2
-  exit 2
-fi
 if ! [[ "$jobs" =~ ^[1-9][0-9]*$ ]]; then
   echo "table1.sh: --jobs takes a number of runs of 1 or more, got '$jobs'" >&2
   exit 2
@@ -96,7 +96,9 @@ fi
 
 source lst_scripts/benchmark_budget.sh
 source lst_scripts/job_pool.sh
+source lst_scripts/seeds.sh
 resolve_budget "$benchmark" "$budget" || exit 2
+resolve_seeds "$num_seeds" "$only_seeds" || exit 2
 
 source lst_scripts/setup_env.sh
 if [ "$benchmark" = synthetic ]; then
@@ -139,13 +141,6 @@ paired_rows=("lst rfs" "lst cas" "lst_mwg lst")
 
 launcher=(python)
 [ "$gpus" -gt 1 ] && launcher=(torchrun --standalone --nproc_per_node "$gpus")
-
-# The seeds to run: "" (the configs' SEED, folders without suffix), or 0 .. N-1.
-if [ -n "$num_seeds" ]; then
-  seeds=($(seq 0 $((num_seeds - 1))))
-else
-  seeds=("")
-fi
 
 # The experiment folder of LST row $1 (lst or lst_mwg) with seed $2 ("" = the config's).
 lst_experiment() {
@@ -224,7 +219,7 @@ job_list=()
 add_job() {
   job_list+=("${1//,/+}${2:+_seed$2} $1 ${2:--}")
 }
-for seed in "${seeds[@]}"; do
+for seed in "${train_seeds[@]}"; do
   lst_rows=()
   for row in "${selected[@]}"; do
     if [ "$row" = lst ] || [ "$row" = lst_mwg ]; then lst_rows+=("$row"); fi

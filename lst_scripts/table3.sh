@@ -21,6 +21,8 @@
 #                       benchmark named as for table1.sh: synthetic_budget_1000, synthetic, lvis)
 #   --seeds N           run every pair with SEED 0 .. N-1 (experiments DIR/b<b>_s<s>_seed<seed>):
 #                       mean ± sample standard deviation over the seeds (default: the config's SEED)
+#   --only-seeds S,...  with --seeds N: train only these of the seeds (the others run in another
+#                       call or on another machine); the report still covers all N
 #   --report-dir DIR    default: the budget's report folder (report for the 1000-iteration budget,
 #                       report/budget_3000, report/lvis)
 #   --lst-config-dir D  phase0.yaml and incremental.yaml of every chain (default: the budget's
@@ -40,6 +42,7 @@ grid=""
 output_dir=""
 report_dir=""
 num_seeds=""
+only_seeds=""
 jobs=1
 gpus=1
 while [ $# -gt 0 ]; do
@@ -52,6 +55,7 @@ while [ $# -gt 0 ]; do
     --output-dir) output_dir="$2"; shift 2 ;;
     --report-dir) report_dir="$2"; shift 2 ;;
     --seeds) num_seeds="$2"; shift 2 ;;
+    --only-seeds) only_seeds="$2"; shift 2 ;;
     --gpus) gpus="$2"; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "lst_scripts/$(basename "$0")"; exit 0 ;;
     --*) echo "table3.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -59,17 +63,15 @@ while [ $# -gt 0 ]; do
   esac
 done
 overrides=("$@")
-for value in "${num_seeds:-1}" "$jobs"; do
-  if ! [[ "$value" =~ ^[1-9][0-9]*$ ]]; then
-    echo "table3.sh: --seeds and --jobs take a number of 1 or more, got '$value'" >&2
-    exit 2
-  fi
-done
-seeds=("")
-[ -n "$num_seeds" ] && seeds=($(seq 0 $((num_seeds - 1))))
+if ! [[ "$jobs" =~ ^[1-9][0-9]*$ ]]; then
+  echo "table3.sh: --jobs takes a number of runs of 1 or more, got '$jobs'" >&2
+  exit 2
+fi
 source lst_scripts/benchmark_budget.sh
 source lst_scripts/job_pool.sh
+source lst_scripts/seeds.sh
 resolve_budget "$benchmark" "$budget" || exit 2
+resolve_seeds "$num_seeds" "$only_seeds" || exit 2
 if [ "$benchmark" = lvis ]; then
   grid="${grid:-110/160 270/160 270/320 270/480 270/960 590/160 590/320}"
 else
@@ -98,7 +100,7 @@ train_grid_point() {
 
 job_list=()
 for pair in $grid; do
-  for seed in "${seeds[@]}"; do
+  for seed in "${train_seeds[@]}"; do
     job_list+=("b${pair%/*}_s${pair#*/}${seed:+_seed$seed} ${pair%/*} ${pair#*/} ${seed:--}")
   done
 done
