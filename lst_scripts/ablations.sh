@@ -24,6 +24,7 @@
 #   --output-dir DIR    the variants go to DIR/<variant>[_seed<s>] (default output/ablations/<benchmark>)
 #   --report-dir DIR    default: <the budget's report folder>/ablations (report/ablations for the
 #                       synthetic 1000-iteration budget)
+#   --report-only       train nothing: write the report from the runs finished so far
 #   --jobs N            experiments trained side by side (as table1.sh; logs in OUTPUT-DIR/logs):
 #                       first the default chains, then the variants
 #   --gpus N            processes per phase through torchrun (default 1)
@@ -44,6 +45,7 @@ output_dir=""
 report_dir=""
 jobs=1
 gpus=1
+report_only=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --lvis) benchmark=lvis; shift ;;
@@ -57,6 +59,7 @@ while [ $# -gt 0 ]; do
     --report-dir) report_dir="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
     --gpus) gpus="$2"; shift 2 ;;
+    --report-only) report_only=1; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "lst_scripts/$(basename "$0")"; exit 0 ;;
     --*) echo "ablations.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) break ;;
@@ -120,8 +123,10 @@ for seed in "${train_seeds[@]}"; do
     variant_jobs+=("$variant${seed:+_seed$seed} $variant ${seed:--}")
   done
 done
-run_jobs "$jobs" "$output_dir/logs" train_variant "${default_jobs[@]}" || exit 1
-run_jobs "$jobs" "$output_dir/logs" train_variant "${variant_jobs[@]}" || exit 1
+if [ -z "$report_only" ]; then
+  run_jobs "$jobs" "$output_dir/logs" train_variant "${default_jobs[@]}" || exit 1
+  run_jobs "$jobs" "$output_dir/logs" train_variant "${variant_jobs[@]}" || exit 1
+fi
 
 # The reports: per phase, and the last phase as Table 1 with the paired differences.
 phase_runs=() final_rows=() pairs=()
@@ -131,7 +136,7 @@ for variant in default "${selected[@]}"; do
   for seed in "${seeds[@]}"; do
     experiment=$(experiment_dir "$variant" "$seed")
     dirs+=("$experiment")
-    files+=("$(python tools/lst_experiment.py "$experiment" path "$(python tools/lst_experiment.py "$experiment" last-phase)" metrics)")
+    files+=("$(python tools/lst_experiment.py "$experiment" final-metrics)")
   done
   phase_runs+=(--run "$title=$(IFS=','; echo "${dirs[*]}")")
   final_rows+=(--row "$title=$(IFS=','; echo "${files[*]}")")

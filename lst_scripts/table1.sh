@@ -38,6 +38,9 @@
 #                       without the suffix)
 #   --only-seeds S,...  with --seeds N: train only these of the seeds 0 .. N-1 (the others run in
 #                       another call or on another machine); the report still covers all N
+#   --earlier-table F   a table1.json written before (e.g. report/table1.json from another machine):
+#                       the per-seed values of its rows stand in for the runs whose metrics file
+#                       is not here (the same rows and seeds); the table names them
 #   --report-only       train nothing: write the table from the runs finished so far (a row
 #                       with seeds missing says how many it has)
 #   --jobs N            jobs trained side by side (default 1), each with OMP_NUM_THREADS =
@@ -64,6 +67,7 @@ test_set=""
 lst_config_dir=""
 num_seeds=""
 only_seeds=""
+earlier_table=""
 jobs=1
 gpus=1
 report_only=""
@@ -74,6 +78,7 @@ while [ $# -gt 0 ]; do
     --rows) rows="$2"; shift 2 ;;
     --seeds) num_seeds="$2"; shift 2 ;;
     --only-seeds) only_seeds="$2"; shift 2 ;;
+    --earlier-table) earlier_table="$2"; shift 2 ;;
     --output-dir) output_dir="$2"; shift 2 ;;
     --lst-dir) lst_dir="$2"; shift 2 ;;
     --report-dir) report_dir="$2"; shift 2 ;;
@@ -165,20 +170,9 @@ train_lst() {
 }
 
 # The metrics.json of LST row $1 with seed $2: its last phase's, or a path that does not exist
-# (a run not finished) when that phase has not been evaluated.
+# (a run not finished).
 lst_metrics() {
-  local experiment last_phase
-  experiment=$(lst_experiment "$1" "$2")
-  if [ ! -f "$experiment/phases.json" ]; then
-    echo "$experiment/not_finished"
-    return
-  fi
-  last_phase=$(python tools/lst_experiment.py "$experiment" last-phase)
-  if [ "$(python tools/lst_experiment.py "$experiment" state "$last_phase")" = finished ]; then
-    python tools/lst_experiment.py "$experiment" path "$last_phase" metrics
-  else
-    echo "$(python tools/lst_experiment.py "$experiment" path "$last_phase" dir)/not_finished"
-  fi
+  python tools/lst_experiment.py "$(lst_experiment "$1" "$2")" final-metrics
 }
 
 # The metrics.json of baseline row $1 with seed $2.
@@ -274,6 +268,7 @@ for pair in "${paired_rows[@]}"; do
   fi
 done
 
+[ -n "$earlier_table" ] && report_args+=(--earlier-table "$earlier_table")
 budget_title=""
 [ "$benchmark" = synthetic ] && budget_title=", ${budget:-1000} iterations"
 python tools/lst_report.py table1 "${report_args[@]}" --output-dir "$report_dir" \

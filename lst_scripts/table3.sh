@@ -27,6 +27,7 @@
 #                       report/budget_3000, report/lvis)
 #   --lst-config-dir D  phase0.yaml and incremental.yaml of every chain (default: the budget's
 #                       lst/, or configs/lvis/lst)
+#   --report-only       train nothing: write the report from the runs finished so far
 #   --jobs N            experiments trained side by side (as table1.sh; logs in OUTPUT-DIR/logs)
 #   --gpus N            processes per phase through torchrun (default 1)
 #   KEY VALUE ...       after the options: config overrides for every phase of every run
@@ -45,6 +46,7 @@ num_seeds=""
 only_seeds=""
 jobs=1
 gpus=1
+report_only=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --lvis) benchmark=lvis; shift ;;
@@ -57,6 +59,7 @@ while [ $# -gt 0 ]; do
     --seeds) num_seeds="$2"; shift 2 ;;
     --only-seeds) only_seeds="$2"; shift 2 ;;
     --gpus) gpus="$2"; shift 2 ;;
+    --report-only) report_only=1; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "lst_scripts/$(basename "$0")"; exit 0 ;;
     --*) echo "table3.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) break ;;
@@ -104,21 +107,22 @@ for pair in $grid; do
     job_list+=("b${pair%/*}_s${pair#*/}${seed:+_seed$seed} ${pair%/*} ${pair#*/} ${seed:--}")
   done
 done
-run_jobs "$jobs" "$output_dir/logs" train_grid_point "${job_list[@]}" || exit 1
+[ -n "$report_only" ] || run_jobs "$jobs" "$output_dir/logs" train_grid_point "${job_list[@]}" || exit 1
 
 report_rows=()
 for pair in $grid; do
   base="${pair%/*}"
   phase_size="${pair#*/}"
-  files=()
+  files=() phases_label=""
   for seed in "${seeds[@]}"; do
     experiment=$(experiment_dir "$base" "$phase_size" "$seed")
-    num_phases=$(python tools/lst_experiment.py "$experiment" last-phase)
-    files+=("$(python tools/lst_experiment.py "$experiment" path "$num_phases" metrics)")
+    files+=("$(python tools/lst_experiment.py "$experiment" final-metrics)")
+    # The phases of the division (phases.json is written when the experiment starts).
+    if [ -z "$phases_label" ] && [ -f "$experiment/phases.json" ]; then
+      phases_label=" (phases 0-$(python tools/lst_experiment.py "$experiment" last-phase))"
+    fi
   done
-  phases_word=phases
-  [ "$num_phases" = 1 ] && phases_word=phase
-  report_rows+=(--row "b $base, phase size $phase_size ($num_phases $phases_word)=$(IFS=','; echo "${files[*]}")")
+  report_rows+=(--row "b $base, phase size $phase_size$phases_label=$(IFS=','; echo "${files[*]}")")
 done
 
 budget_title=""

@@ -1,6 +1,7 @@
 """Paths and states of an LST experiment folder, for the shell scripts.
 
     python tools/lst_experiment.py OUT last-phase            # T, the index of the last phase
+    python tools/lst_experiment.py OUT final-metrics         # phase T's metrics.json, or OUT/not_finished
     python tools/lst_experiment.py OUT path PHASE FILE       # FILE: one of the names below
     python tools/lst_experiment.py OUT state PHASE           # not started | training | trained | finished
     python tools/lst_experiment.py OUT share-phase0 BASE     # copy BASE's finished phase 0 into OUT
@@ -23,6 +24,8 @@ def parse_args(argv=None):
     parser.add_argument("experiment_dir", help="the experiment folder (holding phases.json)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("last-phase", help="print T, the index of the last phase")
+    commands.add_parser("final-metrics", help="print the last phase's metrics.json, or the path OUT/not_finished "
+                        "(which does not exist) while the experiment is not finished or not started")
     path = commands.add_parser("path", help="print the path of one of a phase's files")
     path.add_argument("phase", type=int)
     path.add_argument("file", choices=PHASE_FILES)
@@ -39,6 +42,9 @@ def main(argv=None):
     try:
         if args.command == "last-phase":
             print(experiment.last_phase)
+            return 0
+        if args.command == "final-metrics":
+            print(experiment.final_metrics_file)
             return 0
         if args.command == "share-phase0":
             print("copied" if experiment.share_phase0(args.base) else "not copied")

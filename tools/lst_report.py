@@ -79,6 +79,9 @@ def parse_args(argv=None):
     table1.add_argument("--note", help="text printed under the table")
     table1.add_argument("--name", default="table1",
                         help="file name stem of the outputs (e.g. table3 for lst_scripts/table3.sh)")
+    table1.add_argument("--earlier-table", metavar="TABLE1_JSON",
+                        help="a table1.json written before (e.g. on another machine): its per-seed values "
+                        "stand in for the runs whose metrics file does not exist (same model names, same seeds)")
 
     phases = commands.add_parser("phases", help="per-phase table and plots of an LST experiment")
     phases.add_argument("--phases-dir", required=True, metavar="OUTPUT_DIR",
@@ -111,7 +114,7 @@ def main(argv=None):
     try:
         if args.command == "table1":
             markdown = write_table1(args.rows, args.output_dir, args.title, args.note, args.name,
-                                    [tuple(pair) for pair in args.paired])
+                                    [tuple(pair) for pair in args.paired], args.earlier_table)
         elif args.command == "phases":
             markdown = write_phase_report(args.phases_dir, args.compare)
         elif args.command == "ablations":

@@ -39,6 +39,7 @@ REPLAY_BALANCE_FILE_NAME = "replay_balance.json"
 GENERATOR_FILE_NAME = "weight_generator.pth"
 INFERENCE_DIR_NAME = "inference"
 METRICS_FILE_NAME = "metrics.json"
+NOT_FINISHED_NAME = "not_finished"  # never written: the final metrics of an unfinished experiment
 
 PHASE_STATES = ("not started", "training", "trained", "finished")
 
@@ -126,6 +127,17 @@ class Experiment:
     def last_phase(self):
         """T, the index of the last phase."""
         return self.num_phases() - 1
+
+    @property
+    def final_metrics_file(self):
+        """The metrics.json of the last phase when the experiment is finished, else a path in the
+        experiment folder that does not exist (OUT/not_finished), for reports that count the run
+        as not run."""
+        if os.path.isfile(self.phases_file):
+            metrics = self.phase(self.last_phase).metrics_file()
+            if metrics is not None:
+                return metrics
+        return os.path.join(self.root, NOT_FINISHED_NAME)
 
     def share_phase0(self, base_root):
         """Start this experiment from the finished phase 0 of the experiment ``base_root``: copy its

@@ -223,15 +223,54 @@ def table1_metrics(entries):
     return TABLE1_METRICS
 
 
-def per_seed_percents(metrics_files, columns=TABLE1_METRICS):
-    """{column of ``columns``: [unrounded percent or None, one per file]}; a file that does not
-    exist (a seed not run yet) gives None everywhere."""
+def load_earlier_table(path):
+    """The per-seed values of an earlier table1.json, for runs whose metrics files are elsewhere
+    (another machine, a deleted output folder).
+
+    Returns:
+        dict: model -> {column -> [percent (one decimal) or None, one per seed]}.
+    """
+    try:
+        with open(path) as f:
+            table = json.load(f)
+    except OSError as e:
+        raise ReportInputError("earlier table {}: cannot be read ({})".format(path, e.strerror)) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ReportInputError("earlier table {}: not valid JSON ({})".format(path, e)) from None
+    rows = table.get("rows") if isinstance(table, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(row, dict) and isinstance(row.get("model"), str)
+                                             and isinstance(row.get("per_seed"), dict) for row in rows):
+        raise ReportInputError("earlier table {}: expected the table1.json that lst_report.py table1 writes, "
+                               "with \"rows\" of \"model\" and \"per_seed\"".format(path))
+    return {row["model"]: row["per_seed"] for row in rows}
+
+
+def per_seed_percents(metrics_files, columns=TABLE1_METRICS, earlier=None):
+    """The values of one row, one run per file (seed).
+
+    Arguments:
+        earlier (dict or None): column -> [percent or None, one per seed], the row in an earlier
+            table (load_earlier_table); the value of a seed whose file does not exist comes from it.
+
+    Returns:
+        tuple: ({column of ``columns``: [unrounded percent or None, one per file]}, [where each
+        run's values come from: "file", "earlier table" or None for a run not found]).
+    """
     values = OrderedDict((name, []) for name in columns)
-    for path in metrics_files:
-        metrics = load_metrics(path) if os.path.isfile(path) else None
-        for name, location in columns.items():
-            values[name].append(None if metrics is None else _metric_percent(metrics, location, path))
-    return values
+    sources = []
+    for seed, path in enumerate(metrics_files):
+        if os.path.isfile(path):
+            metrics = load_metrics(path)
+            for name, location in columns.items():
+                values[name].append(_metric_percent(metrics, location, path))
+            sources.append("file")
+            continue
+        earlier_values = [(earlier or {}).get(name) or [] for name in columns]
+        found = [column[seed] if seed < len(column) else None for column in earlier_values]
+        for name, value in zip(columns, found):
+            values[name].append(value)
+        sources.append("earlier table" if any(value is not None for value in found) else None)
+    return values, sources
 
 
 def mean_and_std(values):
@@ -244,16 +283,18 @@ def mean_and_std(values):
     return float(np.mean(defined)), std, len(defined)
 
 
-def table1_rows(entries):
+def table1_rows(entries, earlier=None):
     """Rows of Table 1.
 
     Arguments:
         entries (list[tuple[str, str or list[str]]]): (model name, metrics.json path, or one path
             per seed) per row, in order.
+        earlier (dict or None): load_earlier_table's values, for the runs whose file does not exist.
 
     Returns:
-        list[OrderedDict]: "model", "metrics_files", "status" ("ok", "not run" when no file
-        exists, "partial" when some do), "runs" (files that exist), a value per column of
+        list[OrderedDict]: "model", "metrics_files", "status" ("ok", "not run" when no run is
+        found, "partial" when some are), "runs" (runs found), "sources" (per seed: "file",
+        "earlier table" or None), a value per column of
         table1_metrics(entries) (the mean over the runs, percent, one decimal, or None), "std"
         (column -> sample standard deviation, ddof = 1, two decimals; None below two runs) and
         "per_seed" (column -> the value of each file, one decimal, None for a missing file or value).
@@ -262,10 +303,11 @@ def table1_rows(entries):
     rows = []
     for model, metrics_files in entries:
         files = _file_list(metrics_files)
-        runs = sum(os.path.isfile(path) for path in files)
+        values, sources = per_seed_percents(files, columns, (earlier or {}).get(model))
+        runs = sum(source is not None for source in sources)
         status = "ok" if runs == len(files) else ("not run" if runs == 0 else "partial")
-        values = per_seed_percents(files, columns)
-        row = OrderedDict([("model", model), ("metrics_files", files), ("status", status), ("runs", runs)])
+        row = OrderedDict([("model", model), ("metrics_files", files), ("status", status), ("runs", runs),
+                           ("sources", sources)])
         statistics = {name: mean_and_std(column) for name, column in values.items()}
         row.update((name, _rounded(statistics[name][0], 1)) for name in columns)
         row["std"] = OrderedDict((name, _rounded(statistics[name][1], 2)) for name in columns)
@@ -280,12 +322,13 @@ def table1_columns(rows):
     return TABLE1_COLUMNS + (list(TABLE1_FIXED_AP_METRICS) if fixed_ap else [])
 
 
-def paired_differences(entries, pairs):
+def paired_differences(entries, pairs, earlier=None):
     """Paired comparisons of Table 1 rows over the same seeds.
 
     Arguments:
         entries: as for table1_rows; the i-th file of every row is the run with the i-th seed.
         pairs (list[tuple[str, str]]): (model A, model B), for the differences A - B.
+        earlier: as for table1_rows.
 
     Returns:
         list[OrderedDict]: "comparison" ("A − B"), "a", "b", a value per column of TABLE1_METRICS
@@ -306,7 +349,9 @@ def paired_differences(entries, pairs):
                 "paired comparison {!r} - {!r}: the rows have {} and {} metrics files; a paired comparison "
                 "needs one file per seed, the same seeds in the same order".format(
                     model_a, model_b, len(files[model_a]), len(files[model_b])))
-        values_a, values_b = per_seed_percents(files[model_a]), per_seed_percents(files[model_b])
+        earlier_rows = earlier or {}
+        values_a = per_seed_percents(files[model_a], earlier=earlier_rows.get(model_a))[0]
+        values_b = per_seed_percents(files[model_b], earlier=earlier_rows.get(model_b))[0]
         row = OrderedDict([("comparison", "{} − {}".format(model_a, model_b)), ("a", model_a), ("b", model_b)])
         differences = OrderedDict(
             (name, [None if a is None or b is None else a - b for a, b in zip(values_a[name], values_b[name])])
@@ -337,9 +382,27 @@ def _model_cell(row):
     return "{} ({} of {} seeds)".format(row["model"], row["runs"], files)
 
 
-def table1_markdown(rows, title=None, note=None, comparisons=()):
+def _earlier_runs_note(rows, earlier_table):
+    """The sentence that names the runs whose values come from the earlier table, or None."""
+    seeds_of_rows = OrderedDict()
+    for row in rows:
+        seeds = tuple(seed for seed, source in enumerate(row["sources"]) if source == "earlier table")
+        if seeds:
+            seeds_of_rows.setdefault(seeds, []).append(row["model"])
+    if not seeds_of_rows:
+        return None
+    groups = []
+    for seeds, models in seeds_of_rows.items():
+        runs = "run {}".format(seeds[0]) if len(seeds) == 1 else "runs {}".format(", ".join(map(str, seeds)))
+        groups.append("{} of {}".format(runs, "every row" if len(models) == len(rows) else ", ".join(models)))
+    return ("From the earlier table {} (metrics files not found here; values with one decimal): {}. "
+            "run i is the row's i-th metrics file, counted from 0 (seed i with table1.sh --seeds).".format(earlier_table, "; ".join(groups)))
+
+
+def table1_markdown(rows, title=None, note=None, comparisons=(), earlier_table=None):
     """Table 1 as markdown: the title, the table (a row not run says so; a row of several seeds
-    gives mean ± std), the paired differences, the notes."""
+    gives mean ± std), the paired differences, the notes (and which runs come from
+    ``earlier_table``, the path of the earlier table1.json)."""
     columns = table1_columns(rows)
     cells = []
     for row in rows:
@@ -359,6 +422,9 @@ def table1_markdown(rows, title=None, note=None, comparisons=()):
     if any(len(row["metrics_files"]) > 1 for row in rows):
         parts.append("A row of n seeds (one run each, the same data) gives the mean ± the sample "
                      "standard deviation (ddof = 1) over its n runs.")
+    earlier_note = _earlier_runs_note(rows, earlier_table)
+    if earlier_note:
+        parts.append(earlier_note)
     if comparisons:
         columns = ["comparison"] + list(TABLE1_METRICS)
         paired_cells = []
@@ -376,7 +442,7 @@ def table1_markdown(rows, title=None, note=None, comparisons=()):
     return "\n\n".join(parts) + "\n"
 
 
-def write_table1(entries, output_dir, title="Table 1", note=None, name="table1", pairs=()):
+def write_table1(entries, output_dir, title="Table 1", note=None, name="table1", pairs=(), earlier_table=None):
     """Write output_dir/<name>.md, <name>.json and <name>_ap_per_bin.png (error bars: the std over
     the seeds); return the markdown.
 
@@ -385,13 +451,17 @@ def write_table1(entries, output_dir, title="Table 1", note=None, name="table1",
             seed); a missing file is a run "not run".
         name (str): file name stem, e.g. "table3" for the grid of base and phase sizes.
         pairs (list[tuple[str, str]]): (model A, model B) rows to compare seed by seed (A - B).
+        earlier_table (str or None): a table1.json written before (it may be output_dir's own),
+            whose per-seed values stand in for the runs whose metrics file does not exist, row by
+            row (the same model names) and seed by seed (the same seeds in the same order).
     """
-    rows = table1_rows(entries)
-    comparisons = paired_differences(entries, pairs)
-    markdown = table1_markdown(rows, title, note, comparisons)
+    earlier = load_earlier_table(earlier_table) if earlier_table else None
+    rows = table1_rows(entries, earlier)
+    comparisons = paired_differences(entries, pairs, earlier)
+    markdown = table1_markdown(rows, title, note, comparisons, earlier_table)
     atomic_write_text(os.path.join(output_dir, name + ".md"), markdown)
     atomic_write_json({"title": title, "note": note, "columns": table1_columns(rows), "std": "sample, ddof=1",
-                       "rows": rows, "paired": comparisons},
+                       "earlier_table": earlier_table, "rows": rows, "paired": comparisons},
                       os.path.join(output_dir, name + ".json"))
     finished = [row for row in rows if row["status"] != "not run"]
     plot_grouped_bins([(row["model"], row) for row in finished],

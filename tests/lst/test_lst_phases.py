@@ -268,6 +268,27 @@ def test_share_phase0_copies_a_finished_phase_0_into_an_experiment_not_started(t
         assert f.read() == "trained further"
 
 
+def test_final_metrics_is_the_last_phases_evaluation_or_a_path_that_does_not_exist(tmp_path, train_json):
+    experiment = Experiment(str(tmp_path / "experiment"))
+    not_finished = os.path.join(experiment.root, "not_finished")
+    assert experiment.final_metrics_file == not_finished  # not started: no phases.json
+    experiment.prepare(train_json, 2, 2)
+    last = experiment.last_phase
+    assert last >= 1
+    for phase in range(last + 1):  # every phase but the last finished: still not finished
+        assert experiment.final_metrics_file == not_finished
+        os.makedirs(os.path.dirname(experiment.phase(phase).metrics("val")))
+        with open(experiment.phase(phase).metrics("val"), "w") as f:
+            f.write("{}")
+    assert experiment.final_metrics_file == experiment.phase(last).metrics("val")
+    assert not os.path.exists(not_finished)
+    tool = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tools", "lst_experiment.py"), experiment.root,
+                           "final-metrics"], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")))
+    assert tool.returncode == 0, tool.stderr
+    assert tool.stdout.strip() == experiment.phase(last).metrics("val")
+
+
 # ---------------------------------------------------------------------------- datasets and config
 @pytest.fixture(scope="module")
 def phase_catalog(tmp_path_factory):

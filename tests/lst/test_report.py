@@ -207,6 +207,59 @@ def test_table1_seeds_not_run_yet_and_bad_pairs(tmp_path):
         write_table1(entries, str(tmp_path / "report"), pairs=[("Partial", "Single")])
 
 
+def test_table1_takes_the_runs_not_here_from_an_earlier_table(tmp_path):
+    """Seeds 0-1 of a table written on another machine (their metrics files are not here) and
+    seed 2 run here: mean, std and paired differences over the three, against numpy; the runs
+    found in neither stay missing, and the table says which runs came from where."""
+    metrics = {"A": [make_metrics(seed) for seed in (1, 2, 3)], "B": [make_metrics(seed) for seed in (7, 4, 9)]}
+    elsewhere = tmp_path / "elsewhere"
+    earlier_entries = [(name, [write_json(elsewhere / name / "seed{}".format(seed) / "metrics.json", runs[seed])
+                               for seed in (0, 1)] + [str(elsewhere / name / "seed2" / "metrics.json")])
+                       for name, runs in metrics.items()]
+    write_table1(earlier_entries, str(tmp_path / "earlier"))
+    earlier_table = str(tmp_path / "earlier" / "table1.json")
+
+    here = {name: [str(tmp_path / "here" / name / "seed{}".format(seed) / "metrics.json") for seed in (0, 1)]
+            + [write_json(tmp_path / "here" / name / "seed2" / "metrics.json", runs[2])]
+            for name, runs in metrics.items()}
+    entries = [("A", here["A"]), ("B", here["B"]), ("C", [str(tmp_path / "none{}.json".format(s)) for s in range(3)])]
+    markdown = write_table1(entries, str(tmp_path / "report"), pairs=[("A", "B")], earlier_table=earlier_table)
+    with open(tmp_path / "report" / "table1.json") as f:
+        table = json.load(f)
+    assert table["earlier_table"] == earlier_table
+    # the earlier table keeps one decimal: its runs enter with that rounding
+    values = {name: np.array([[round(100 * v, 1) for v in table1_values(m)] for m in runs[:2]]
+                             + [[100 * v for v in table1_values(runs[2])]])
+              for name, runs in metrics.items()}
+    row_a, row_b, row_c = table["rows"]
+    for row, name in ((row_a, "A"), (row_b, "B")):
+        assert row["status"] == "ok" and row["runs"] == 3
+        assert row["sources"] == ["earlier table", "earlier table", "file"]
+        for column, column_name in enumerate(TABLE1_COLUMNS[1:]):
+            assert row[column_name] == pytest.approx(values[name][:, column].mean(), abs=0.05 + 1e-9)
+            assert row["std"][column_name] == pytest.approx(values[name][:, column].std(ddof=1), abs=0.005 + 1e-9)
+    assert row_c["status"] == "not run" and row_c["sources"] == [None, None, None]
+    differences = values["A"] - values["B"]
+    (paired,) = table["paired"]
+    for column, column_name in enumerate(TABLE1_COLUMNS[1:]):
+        assert paired["n"][column_name] == 3
+        assert paired[column_name] == pytest.approx(differences[:, column].mean(), abs=0.005 + 1e-9)
+    assert "From the earlier table {}".format(earlier_table) in markdown
+    assert "runs 0, 1 of A, B" in markdown  # not "every row": C has none
+
+
+def test_table1_refuses_an_earlier_table_it_cannot_read(tmp_path):
+    entries = [("A", [str(tmp_path / "missing.json")])]
+    for content, problem in (("{oops", "not valid JSON"), (json.dumps({"rows": [{"model": "A"}]}), "per_seed")):
+        path = tmp_path / "earlier.json"
+        path.write_text(content)
+        with pytest.raises(ReportInputError, match=problem) as error:
+            write_table1(entries, str(tmp_path / "report"), earlier_table=str(path))
+        assert str(path) in str(error.value)
+    with pytest.raises(ReportInputError, match="cannot be read"):
+        write_table1(entries, str(tmp_path / "report"), earlier_table=str(tmp_path / "nowhere.json"))
+
+
 def test_table1_gains_fixed_ap_columns_when_a_run_has_fixed_ap(tmp_path):
     with_fixed = make_metrics(5)
     # Fixed AP as the LVIS evaluator writes it: the same keys, bins included, under "fixed_AP"

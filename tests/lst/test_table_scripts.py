@@ -31,12 +31,20 @@ def test_table1_seeds_gives_the_mean_and_std_of_the_per_seed_runs(workspace):
                "--config-prefix", TINY_CONFIG[:-len(".yaml")], "--test-set", "fixture_test",
                "--output-dir", str(out / "runs"), "--report-dir", str(out / "report"),
                "PATHS_CATALOG", workspace["catalog"]]
+    # seed 1 alone first (as on another machine), then both: only seed 0 is left to train
+    only_seed_1 = subprocess.run(command[:2] + ["--jobs", "2", "--only-seeds", "1"] + command[2:], env=workspace["env"],
+                                 capture_output=True, text=True, timeout=900)
+    assert only_seed_1.returncode == 0, only_seed_1.stdout[-3000:] + only_seed_1.stderr[-3000:]
+    assert "starting plain+crt_seed1" in only_seed_1.stderr and "seed0" not in only_seed_1.stderr
+    assert not (out / "runs" / "plain_seed0").exists()
+    assert "Baseline (Mask R-CNN) (1 of 2 seeds)" in only_seed_1.stdout
     first = subprocess.run(command[:2] + ["--jobs", "2"] + command[2:], env=workspace["env"],
                            capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     for seed in (0, 1):  # plain and the cRT run that starts from it are one job
         assert "starting plain+crt_seed{}".format(seed) in first.stderr
         assert (out / "runs" / "logs" / "plain+crt_seed{}.log".format(seed)).is_file()
+    assert "plain, seed 1: done" in (out / "runs" / "logs" / "plain+crt_seed1.log").read_text()
 
     table = json.loads((out / "report" / "table1.json").read_text())
     assert table["std"] == "sample, ddof=1"
@@ -73,6 +81,38 @@ def test_table1_seeds_gives_the_mean_and_std_of_the_per_seed_runs(workspace):
     partial = subprocess.run(third_seed, env=workspace["env"], capture_output=True, text=True, timeout=900)
     assert partial.returncode == 0, partial.stdout[-3000:] + partial.stderr[-3000:]
     assert "Baseline (Mask R-CNN) (2 of 3 seeds)" in partial.stdout and not (out / "runs" / "plain_seed2").exists()
+
+
+@pytest.mark.parametrize("script", ["table1.sh", "table3.sh", "ablations.sh"])
+@pytest.mark.parametrize("options, problem", [
+    (["--seeds", "2", "--only-seeds", "2"], "--only-seeds takes seeds among 0 .. 1 (--seeds 2), got '2'"),
+    (["--seeds", "3", "--only-seeds", "0,x"], "--only-seeds takes seeds among 0 .. 2 (--seeds 3), got 'x'"),
+    (["--only-seeds", "0"], "--only-seeds picks among the seeds of --seeds N; give --seeds too"),
+    (["--seeds", "0"], "--seeds takes a number of seeds of 1 or more, got '0'"),
+])
+def test_seed_options_are_checked_before_anything_runs(workspace, tmp_path, script, options, problem):
+    result = subprocess.run(["bash", os.path.join(REPO_ROOT, "lst_scripts", script), *options,
+                             "--output-dir", str(tmp_path / "runs")], env=workspace["env"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "{}: {}".format(script, problem)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_table3_report_only_lists_the_grid_points_not_run(workspace):
+    out = workspace["dir"] / "table3"
+    result = subprocess.run(["bash", os.path.join(REPO_ROOT, "lst_scripts", "table3.sh"), "--report-only",
+                             "--grid", "2/1 3/1", "--seeds", "2", "--lst-config-dir", TEST_LST_CONFIGS,
+                             "--output-dir", str(out / "runs"), "--report-dir", str(out / "report"),
+                             "PATHS_CATALOG", workspace["catalog"]], env=workspace["env"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    table = json.loads((out / "report" / "table3.json").read_text())
+    assert [(row["model"], row["status"]) for row in table["rows"]] == [
+        ("b 2, phase size 1", "not run"), ("b 3, phase size 1", "not run")]
+    assert [row["metrics_files"] for row in table["rows"]] == [
+        [str(out / "runs" / "b{}_s1_seed{}".format(base, seed) / "not_finished") for seed in (0, 1)] for base in (2, 3)]
+    assert not (out / "runs").exists()
 
 
 def test_ablations_share_phase_0_switch_their_part_off_and_report_mean_and_std(workspace):
