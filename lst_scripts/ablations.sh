@@ -144,7 +144,7 @@ for variant in default "${selected[@]}"; do
 done
 budget_title=""
 [ "$benchmark" = synthetic ] && budget_title=", ${budget:-1000} iterations"
-title="Ablations of LST w/o MWG on $benchmark$budget_title ($(date +%Y-%m-%d))${num_seeds:+, seeds 0-$((num_seeds - 1))}"
+title="Ablations of LST w/o MWG on $benchmark$budget_title ($(date +%Y-%m-%d))$seeds_title"
 python tools/lst_report.py table1 --name ablations_final "${final_rows[@]}" "${pairs[@]}" \
   --output-dir "$report_dir" --title "$title: the last phase" > /dev/null
 python tools/lst_report.py ablations "${phase_runs[@]}" --output-dir "$report_dir" --title "$title"

@@ -41,6 +41,11 @@
 #   --earlier-table F   a table1.json written before (e.g. report/table1.json from another machine):
 #                       the per-seed values of its rows stand in for the runs whose metrics file
 #                       is not here (the same rows and seeds); the table names them
+#   --no-fixed-ap       skip the Fixed AP evaluation (Dave et al. 2021) that follows each run: its
+#                       model evaluated again without the per-image cap, every detection scoring
+#                       at least 0.0001, at most --fixed-ap-per-class K (default 50) per class and
+#                       image, into <run>/fixed_ap/ (LST: the last phase's folder), from which the
+#                       table's Fixed AP columns come
 #   --report-only       train nothing: write the table from the runs finished so far (a row
 #                       with seeds missing says how many it has)
 #   --jobs N            jobs trained side by side (default 1), each with OMP_NUM_THREADS =
@@ -68,6 +73,8 @@ lst_config_dir=""
 num_seeds=""
 only_seeds=""
 earlier_table=""
+fixed_ap=1
+fixed_ap_per_class=50
 jobs=1
 gpus=1
 report_only=""
@@ -79,6 +86,8 @@ while [ $# -gt 0 ]; do
     --seeds) num_seeds="$2"; shift 2 ;;
     --only-seeds) only_seeds="$2"; shift 2 ;;
     --earlier-table) earlier_table="$2"; shift 2 ;;
+    --no-fixed-ap) fixed_ap=""; shift ;;
+    --fixed-ap-per-class) fixed_ap_per_class="$2"; shift 2 ;;
     --output-dir) output_dir="$2"; shift 2 ;;
     --lst-dir) lst_dir="$2"; shift 2 ;;
     --report-dir) report_dir="$2"; shift 2 ;;
@@ -96,6 +105,10 @@ done
 overrides=("$@")
 if ! [[ "$jobs" =~ ^[1-9][0-9]*$ ]]; then
   echo "table1.sh: --jobs takes a number of runs of 1 or more, got '$jobs'" >&2
+  exit 2
+fi
+if ! [[ "$fixed_ap_per_class" =~ ^[1-9][0-9]*$ ]]; then
+  echo "table1.sh: --fixed-ap-per-class takes a number of detections of 1 or more, got '$fixed_ap_per_class'" >&2
   exit 2
 fi
 
@@ -175,6 +188,42 @@ lst_metrics() {
   python tools/lst_experiment.py "$(lst_experiment "$1" "$2")" final-metrics
 }
 
+# The folder of the model of row $1 with seed $2 (the last phase's for LST rows), or a path that
+# does not exist before an LST experiment has divided its classes.
+model_dir() {
+  local experiment
+  if [ "$1" = lst ] || [ "$1" = lst_mwg ]; then
+    experiment=$(lst_experiment "$1" "$2")
+    if [ -f "$experiment/phases.json" ]; then
+      python tools/lst_experiment.py "$experiment" path "$(python tools/lst_experiment.py "$experiment" last-phase)" dir
+    else
+      echo "$experiment/not_finished"
+    fi
+  else
+    echo "$output_dir/$1${2:+_seed$2}"
+  fi
+}
+
+# The metrics.json of the Fixed AP evaluation of row $1 with seed $2.
+fixed_ap_metrics() {
+  echo "$(model_dir "$1" "$2")/fixed_ap/inference/$test_set/metrics.json"
+}
+
+# Evaluates the trained model of row $1 with seed $2 for Fixed AP (Dave et al. 2021, Sec. 3), unless
+# done: no per-image cap, every detection scoring at least 0.0001, at most $fixed_ap_per_class per
+# class and image, then the evaluator's TEST.LVIS_FIXED_AP_DETS_PER_CLASS best of each class.
+evaluate_fixed_ap() {
+  local dir
+  dir=$(model_dir "$1" "$2")
+  if [ -z "$fixed_ap" ] || [ -f "$(fixed_ap_metrics "$1" "$2")" ]; then
+    return
+  fi
+  echo "[table1] $1${2:+, seed $2}: Fixed AP evaluation in $dir/fixed_ap"
+  "${launcher[@]}" tools/test_net.py --config-file "$dir/config.yml" --ckpt "$dir/model_final.pth" \
+    "${overrides[@]}" OUTPUT_DIR "$dir/fixed_ap" TEST.LVIS_FIXED_AP True MODEL.ROI_HEADS.DETECTIONS_PER_IMG 0 \
+    MODEL.ROI_HEADS.SCORE_THRESH 0.0001 MODEL.ROI_HEADS.DETECTIONS_PER_CLASS "$fixed_ap_per_class"
+}
+
 # The metrics.json of baseline row $1 with seed $2.
 baseline_metrics() {
   echo "$output_dir/$1${2:+_seed$2}/inference/$test_set/metrics.json"
@@ -245,21 +294,24 @@ run_job() {
     else
       train_baseline "$row" "$seed"
     fi
+    evaluate_fixed_ap "$row" "$seed"
   done
 }
 [ -n "$report_only" ] || run_jobs "$jobs" "$output_dir/logs" run_job "${job_list[@]}" || exit 1
 
 report_args=()
 for row in "${selected[@]}"; do
-  files=()
+  files=() fixed_ap_files=()
   for seed in "${seeds[@]}"; do
     if [ "$row" = lst ] || [ "$row" = lst_mwg ]; then
       files+=("$(lst_metrics "$row" "$seed")")
     else
       files+=("$(baseline_metrics "$row" "$seed")")
     fi
+    fixed_ap_files+=("$(fixed_ap_metrics "$row" "$seed")")
   done
   report_args+=(--row "${row_title[$row]}=$(IFS=','; echo "${files[*]}")")
+  report_args+=(--fixed-ap "${row_title[$row]}=$(IFS=','; echo "${fixed_ap_files[*]}")")
 done
 for pair in "${paired_rows[@]}"; do
   read -r row_a row_b <<< "$pair"
@@ -272,5 +324,5 @@ done
 budget_title=""
 [ "$benchmark" = synthetic ] && budget_title=", ${budget:-1000} iterations"
 python tools/lst_report.py table1 "${report_args[@]}" --output-dir "$report_dir" \
-  --title "Table 1 on $benchmark$budget_title ($(date +%Y-%m-%d))${num_seeds:+, seeds 0-$((num_seeds - 1))}"
+  --title "Table 1 on $benchmark$budget_title ($(date +%Y-%m-%d))$seeds_title"
 cat "$report_dir/table1.md"

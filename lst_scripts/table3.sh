@@ -128,4 +128,4 @@ done
 budget_title=""
 [ "$benchmark" = synthetic ] && budget_title=", ${budget:-1000}-iteration phase schedules"
 python tools/lst_report.py table1 --name table3 "${report_rows[@]}" --output-dir "$report_dir" \
-  --title "Table 3 on $benchmark$budget_title: base size and phase size (LST w/o MWG, final phase)"
+  --title "Table 3 on $benchmark$budget_title$seeds_title: base size and phase size (LST w/o MWG, final phase)"

@@ -77,6 +77,10 @@ def parse_args(argv=None):
     table1.add_argument("--output-dir", required=True, help="folder for table1.md/.json/.png")
     table1.add_argument("--title", default="Table 1", help="title of the table and plot")
     table1.add_argument("--note", help="text printed under the table")
+    table1.add_argument("--fixed-ap", action="append", default=[], type=labelled_paths,
+                        metavar="MODEL=METRICS_JSON[,METRICS_JSON...]",
+                        help="a Fixed AP evaluation of a row's models, one file per seed (repeatable): the "
+                        "row's Fixed AP columns come from it")
     table1.add_argument("--name", default="table1",
                         help="file name stem of the outputs (e.g. table3 for lst_scripts/table3.sh)")
     table1.add_argument("--earlier-table", metavar="TABLE1_JSON",
@@ -114,7 +118,7 @@ def main(argv=None):
     try:
         if args.command == "table1":
             markdown = write_table1(args.rows, args.output_dir, args.title, args.note, args.name,
-                                    [tuple(pair) for pair in args.paired], args.earlier_table)
+                                    [tuple(pair) for pair in args.paired], args.earlier_table, args.fixed_ap)
         elif args.command == "phases":
             markdown = write_phase_report(args.phases_dir, args.compare)
         elif args.command == "ablations":

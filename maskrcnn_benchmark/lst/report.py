@@ -214,12 +214,14 @@ def _rounded(value, digits):
     return None if value is None else round(value, digits)
 
 
-def table1_metrics(entries):
-    """TABLE1_METRICS, plus TABLE1_FIXED_AP_METRICS when one of the rows' metrics files has Fixed AP."""
-    for _, metrics_files in entries:
-        for path in _file_list(metrics_files):
-            if os.path.isfile(path) and _metric_entry(load_metrics(path), FIXED_AP_LOCATION, path) is not None:
-                return OrderedDict(list(TABLE1_METRICS.items()) + list(TABLE1_FIXED_AP_METRICS.items()))
+def table1_metrics(entries, fixed_ap=None):
+    """TABLE1_METRICS, plus TABLE1_FIXED_AP_METRICS when one of the rows' metrics files (or of the
+    Fixed AP evaluations in ``fixed_ap``, model -> files) has Fixed AP."""
+    files = [path for _, metrics_files in entries for path in _file_list(metrics_files)]
+    files += [path for paths in (fixed_ap or {}).values() for path in paths]
+    for path in files:
+        if os.path.isfile(path) and _metric_entry(load_metrics(path), FIXED_AP_LOCATION, path) is not None:
+            return OrderedDict(list(TABLE1_METRICS.items()) + list(TABLE1_FIXED_AP_METRICS.items()))
     return TABLE1_METRICS
 
 
@@ -245,12 +247,14 @@ def load_earlier_table(path):
     return {row["model"]: row["per_seed"] for row in rows}
 
 
-def per_seed_percents(metrics_files, columns=TABLE1_METRICS, earlier=None):
+def per_seed_percents(metrics_files, columns=TABLE1_METRICS, earlier=None, fixed_ap_files=None):
     """The values of one row, one run per file (seed).
 
     Arguments:
         earlier (dict or None): column -> [percent or None, one per seed], the row in an earlier
             table (load_earlier_table); the value of a seed whose file does not exist comes from it.
+        fixed_ap_files (list[str] or None): per seed, the metrics.json of an evaluation of the same
+            model with Fixed AP; where it exists, the Fixed AP columns come from it.
 
     Returns:
         tuple: ({column of ``columns``: [unrounded percent or None, one per file]}, [where each
@@ -270,6 +274,12 @@ def per_seed_percents(metrics_files, columns=TABLE1_METRICS, earlier=None):
         for name, value in zip(columns, found):
             values[name].append(value)
         sources.append("earlier table" if any(value is not None for value in found) else None)
+    for seed, path in enumerate(fixed_ap_files or []):
+        if seed < len(metrics_files) and os.path.isfile(path):
+            metrics = load_metrics(path)
+            for name in TABLE1_FIXED_AP_METRICS:
+                if name in values:
+                    values[name][seed] = _metric_percent(metrics, TABLE1_FIXED_AP_METRICS[name], path)
     return values, sources
 
 
@@ -283,13 +293,15 @@ def mean_and_std(values):
     return float(np.mean(defined)), std, len(defined)
 
 
-def table1_rows(entries, earlier=None):
+def table1_rows(entries, earlier=None, fixed_ap=None):
     """Rows of Table 1.
 
     Arguments:
         entries (list[tuple[str, str or list[str]]]): (model name, metrics.json path, or one path
             per seed) per row, in order.
         earlier (dict or None): load_earlier_table's values, for the runs whose file does not exist.
+        fixed_ap (dict or None): model -> the metrics.json of a Fixed AP evaluation of each seed's
+            model, which the Fixed AP columns of that row come from (when the file exists).
 
     Returns:
         list[OrderedDict]: "model", "metrics_files", "status" ("ok", "not run" when no run is
@@ -299,11 +311,11 @@ def table1_rows(entries, earlier=None):
         (column -> sample standard deviation, ddof = 1, two decimals; None below two runs) and
         "per_seed" (column -> the value of each file, one decimal, None for a missing file or value).
     """
-    columns = table1_metrics(entries)
+    columns = table1_metrics(entries, fixed_ap)
     rows = []
     for model, metrics_files in entries:
         files = _file_list(metrics_files)
-        values, sources = per_seed_percents(files, columns, (earlier or {}).get(model))
+        values, sources = per_seed_percents(files, columns, (earlier or {}).get(model), (fixed_ap or {}).get(model))
         runs = sum(source is not None for source in sources)
         status = "ok" if runs == len(files) else ("not run" if runs == 0 else "partial")
         row = OrderedDict([("model", model), ("metrics_files", files), ("status", status), ("runs", runs),
@@ -442,7 +454,8 @@ def table1_markdown(rows, title=None, note=None, comparisons=(), earlier_table=N
     return "\n\n".join(parts) + "\n"
 
 
-def write_table1(entries, output_dir, title="Table 1", note=None, name="table1", pairs=(), earlier_table=None):
+def write_table1(entries, output_dir, title="Table 1", note=None, name="table1", pairs=(), earlier_table=None,
+                 fixed_ap=()):
     """Write output_dir/<name>.md, <name>.json and <name>_ap_per_bin.png (error bars: the std over
     the seeds); return the markdown.
 
@@ -454,9 +467,16 @@ def write_table1(entries, output_dir, title="Table 1", note=None, name="table1",
         earlier_table (str or None): a table1.json written before (it may be output_dir's own),
             whose per-seed values stand in for the runs whose metrics file does not exist, row by
             row (the same model names) and seed by seed (the same seeds in the same order).
+        fixed_ap (list[tuple[str, list[str]]]): (model name, one metrics.json per seed) of Fixed AP
+            evaluations of the rows' models (lst_scripts/table1.sh), for those columns.
     """
     earlier = load_earlier_table(earlier_table) if earlier_table else None
-    rows = table1_rows(entries, earlier)
+    models = [model for model, _ in entries]
+    for model, _ in fixed_ap:
+        if model not in models:
+            raise ReportInputError("Fixed AP of {!r}: no row is named so; rows: {}".format(
+                model, ", ".join(repr(m) for m in models)))
+    rows = table1_rows(entries, earlier, {model: _file_list(files) for model, files in fixed_ap})
     comparisons = paired_differences(entries, pairs, earlier)
     markdown = table1_markdown(rows, title, note, comparisons, earlier_table)
     atomic_write_text(os.path.join(output_dir, name + ".md"), markdown)

@@ -295,6 +295,35 @@ def test_table1_gains_fixed_ap_columns_when_a_run_has_fixed_ap(tmp_path):
                      str(tmp_path / "report"))
 
 
+def test_table1_takes_fixed_ap_from_a_separate_evaluation_of_the_same_model(tmp_path):
+    """table1.sh evaluates each model a second time for Fixed AP: the row's standard columns come
+    from the training run's metrics.json, its Fixed AP columns from the second evaluation's."""
+    runs, fixed = [make_metrics(seed) for seed in (1, 2)], [make_metrics(seed) for seed in (3, 4)]
+    for seed, metrics in enumerate(fixed):
+        metrics["segm"]["fixed_AP"] = make_metrics(10 + seed)["segm"]
+    files = [write_json(tmp_path / "run{}".format(seed) / "metrics.json", m) for seed, m in enumerate(runs)]
+    fixed_files = [write_json(tmp_path / "run{}".format(seed) / "fixed_ap" / "metrics.json", m)
+                   for seed, m in enumerate(fixed)]
+    entries = [("Row", files), ("Other", [files[0], str(tmp_path / "missing.json")])]
+    write_table1(entries, str(tmp_path / "report"),
+                 fixed_ap=[("Row", fixed_files), ("Other", [str(tmp_path / "none.json")] * 2)])
+    with open(tmp_path / "report" / "table1.json") as f:
+        table = json.load(f)
+    assert table["columns"] == TABLE1_COLUMNS + ["Fixed AP", "Fixed AP(0,10)", "Fixed APr"]
+    row, other = table["rows"]
+    standard = 100 * np.array([table1_values(m) for m in runs])
+    for column, name in enumerate(TABLE1_COLUMNS[1:]):  # not the second evaluation's standard AP
+        assert row[name] == pytest.approx(standard[:, column].mean(), abs=0.05 + 1e-9)
+    for name, key in (("Fixed AP", ("AP",)), ("Fixed AP(0,10)", ("bins", "(0,10)")), ("Fixed APr", ("APr",))):
+        per_seed = [100 * (m["segm"]["fixed_AP"][key[0]] if len(key) == 1 else m["segm"]["fixed_AP"][key[0]][key[1]])
+                    for m in fixed]
+        assert row["per_seed"][name] == pytest.approx(per_seed, abs=0.05 + 1e-9)
+        assert row[name] == pytest.approx(np.mean(per_seed), abs=0.05 + 1e-9)
+        assert other[name] is None
+    with pytest.raises(ReportInputError, match="Fixed AP of 'Nope': no row is named so"):
+        write_table1(entries, str(tmp_path / "report"), fixed_ap=[("Nope", fixed_files)])
+
+
 @pytest.mark.parametrize("content, problem", [
     ("{not json", "not valid JSON"),
     (json.dumps({"bbox": {"AP": 0.5}}), "segm"),

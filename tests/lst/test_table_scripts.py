@@ -59,7 +59,12 @@ def test_table1_seeds_gives_the_mean_and_std_of_the_per_seed_runs(workspace):
         assert row["metrics_files"] == [str(path) for path in files]
         per_seed = [table1_columns(json.loads(path.read_text())) for path in files]
         assert per_seed[0] != per_seed[1]  # the seeds trained different models
-        for column, column_name in enumerate(table["columns"][1:]):
+        # Fixed AP: the same model evaluated again, without the per-image cap
+        fixed_ap = [json.loads((run / "fixed_ap" / "inference" / "fixture_test" / "metrics.json").read_text())
+                    ["segm"]["fixed_AP"] for run in runs]
+        assert row["per_seed"]["Fixed AP"] == pytest.approx([100 * f["AP"] for f in fixed_ap], abs=0.05 + 1e-9)
+        assert table["columns"][-3:] == ["Fixed AP", "Fixed AP(0,10)", "Fixed APr"]
+        for column, column_name in enumerate(table["columns"][1:-3]):
             defined = [values[column] for values in per_seed if values[column] is not None]
             if not defined:
                 assert row[column_name] is None and row["std"][column_name] is None
