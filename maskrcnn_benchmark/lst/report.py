@@ -308,8 +308,8 @@ def table1_rows(entries, earlier=None, fixed_ap=None):
         found, "partial" when some are), "runs" (runs found), "sources" (per seed: "file",
         "earlier table" or None), a value per column of
         table1_metrics(entries) (the mean over the runs, percent, one decimal, or None), "std"
-        (column -> sample standard deviation, ddof = 1, two decimals; None below two runs) and
-        "per_seed" (column -> the value of each file, one decimal, None for a missing file or value).
+        (column -> sample standard deviation, ddof = 1, two decimals; None below two runs), "n"
+        (column -> the runs with a value) and "per_seed" (column -> the value of each file, one decimal, None for a missing file or value).
     """
     columns = table1_metrics(entries, fixed_ap)
     rows = []
@@ -323,6 +323,7 @@ def table1_rows(entries, earlier=None, fixed_ap=None):
         statistics = {name: mean_and_std(column) for name, column in values.items()}
         row.update((name, _rounded(statistics[name][0], 1)) for name in columns)
         row["std"] = OrderedDict((name, _rounded(statistics[name][1], 2)) for name in columns)
+        row["n"] = OrderedDict((name, statistics[name][2]) for name in columns)
         row["per_seed"] = OrderedDict((name, [_rounded(v, 1) for v in column]) for name, column in values.items())
         rows.append(row)
     return rows
@@ -422,6 +423,9 @@ def table1_markdown(rows, title=None, note=None, comparisons=(), earlier_table=N
             cells.append({"model": _model_cell(row), TABLE1_COLUMNS[1]: "not run"})
             continue
         cell = {name: _mean_std_cell(row[name], row["std"][name]) for name in columns[1:]}
+        for name in columns[1:]:  # a value from fewer runs than the row's (e.g. Fixed AP of one seed)
+            if 0 < row["n"][name] < row["runs"]:
+                cell[name] += " (n = {})".format(row["n"][name])
         cells.append(dict(cell, model=_model_cell(row)))
     parts = ["## " + title] if title else []
     parts.append(markdown_table(columns, cells))

@@ -320,6 +320,14 @@ def test_table1_takes_fixed_ap_from_a_separate_evaluation_of_the_same_model(tmp_
         assert row["per_seed"][name] == pytest.approx(per_seed, abs=0.05 + 1e-9)
         assert row[name] == pytest.approx(np.mean(per_seed), abs=0.05 + 1e-9)
         assert other[name] is None
+    # Fixed AP of one of two seeds: the cell says it rests on one run
+    markdown = write_table1(entries, str(tmp_path / "report"),
+                            fixed_ap=[("Row", [fixed_files[0], str(tmp_path / "none.json")])])
+    cells = markdown_rows(markdown)[0]
+    assert cells[0] == "Row (2 seeds)"
+    assert cells[-3] == "{:.1f} (n = 1)".format(round(100 * fixed[0]["segm"]["fixed_AP"]["AP"], 1))
+    assert cells[TABLE1_COLUMNS.index("AP")] == "{:.1f} ± {:.1f}".format(
+        standard[:, TABLE1_COLUMNS.index("AP") - 1].mean(), standard[:, TABLE1_COLUMNS.index("AP") - 1].std(ddof=1))
     with pytest.raises(ReportInputError, match="Fixed AP of 'Nope': no row is named so"):
         write_table1(entries, str(tmp_path / "report"), fixed_ap=[("Nope", fixed_files)])
 
