@@ -409,7 +409,7 @@ def _earlier_runs_note(rows, earlier_table):
         runs = "run {}".format(seeds[0]) if len(seeds) == 1 else "runs {}".format(", ".join(map(str, seeds)))
         groups.append("{} of {}".format(runs, "every row" if len(models) == len(rows) else ", ".join(models)))
     return ("From the earlier table {} (metrics files not found here; values with one decimal): {}. "
-            "run i is the row's i-th metrics file, counted from 0 (seed i with table1.sh --seeds).".format(earlier_table, "; ".join(groups)))
+            "Run i is the row's i-th metrics file, counted from 0 (seed i with table1.sh --seeds).".format(earlier_table, "; ".join(groups)))
 
 
 def table1_markdown(rows, title=None, note=None, comparisons=(), earlier_table=None):
