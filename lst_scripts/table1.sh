@@ -191,22 +191,16 @@ lst_metrics() {
 # The folder of the model of row $1 with seed $2 (the last phase's for LST rows), or a path that
 # does not exist before an LST experiment has divided its classes.
 model_dir() {
-  local experiment
   if [ "$1" = lst ] || [ "$1" = lst_mwg ]; then
-    experiment=$(lst_experiment "$1" "$2")
-    if [ -f "$experiment/phases.json" ]; then
-      python tools/lst_experiment.py "$experiment" path "$(python tools/lst_experiment.py "$experiment" last-phase)" dir
-    else
-      echo "$experiment/not_finished"
-    fi
+    python tools/lst_experiment.py "$(lst_experiment "$1" "$2")" final-dir
   else
     echo "$output_dir/$1${2:+_seed$2}"
   fi
 }
 
-# The metrics.json of the Fixed AP evaluation of row $1 with seed $2.
+# The metrics.json of the Fixed AP evaluation of the model in folder $1 (model_dir's).
 fixed_ap_metrics() {
-  echo "$(model_dir "$1" "$2")/fixed_ap/inference/$test_set/metrics.json"
+  echo "$1/fixed_ap/inference/$test_set/metrics.json"
 }
 
 # Evaluates the trained model of row $1 with seed $2 for Fixed AP (Dave et al. 2021, Sec. 3), unless
@@ -215,7 +209,7 @@ fixed_ap_metrics() {
 evaluate_fixed_ap() {
   local dir
   dir=$(model_dir "$1" "$2")
-  if [ -z "$fixed_ap" ] || [ -f "$(fixed_ap_metrics "$1" "$2")" ]; then
+  if [ -z "$fixed_ap" ] || [ -f "$(fixed_ap_metrics "$dir")" ]; then
     return
   fi
   echo "[table1] $1${2:+, seed $2}: Fixed AP evaluation in $dir/fixed_ap"
@@ -308,7 +302,7 @@ for row in "${selected[@]}"; do
     else
       files+=("$(baseline_metrics "$row" "$seed")")
     fi
-    fixed_ap_files+=("$(fixed_ap_metrics "$row" "$seed")")
+    fixed_ap_files+=("$(fixed_ap_metrics "$(model_dir "$row" "$seed")")")
   done
   report_args+=(--row "${row_title[$row]}=$(IFS=','; echo "${files[*]}")")
   report_args+=(--fixed-ap "${row_title[$row]}=$(IFS=','; echo "${fixed_ap_files[*]}")")

@@ -2,6 +2,7 @@
 
     python tools/lst_experiment.py OUT last-phase            # T, the index of the last phase
     python tools/lst_experiment.py OUT final-metrics         # phase T's metrics.json, or OUT/not_finished
+    python tools/lst_experiment.py OUT final-dir             # phase T's folder, or OUT/not_finished
     python tools/lst_experiment.py OUT path PHASE FILE       # FILE: one of the names below
     python tools/lst_experiment.py OUT state PHASE           # not started | training | trained | finished
     python tools/lst_experiment.py OUT share-phase0 BASE     # copy BASE's finished phase 0 into OUT
@@ -26,6 +27,8 @@ def parse_args(argv=None):
     commands.add_parser("last-phase", help="print T, the index of the last phase")
     commands.add_parser("final-metrics", help="print the last phase's metrics.json, or the path OUT/not_finished "
                         "(which does not exist) while the experiment is not finished or not started")
+    commands.add_parser("final-dir", help="print the last phase's folder, or the path OUT/not_finished (which "
+                        "does not exist) before the classes are divided")
     path = commands.add_parser("path", help="print the path of one of a phase's files")
     path.add_argument("phase", type=int)
     path.add_argument("file", choices=PHASE_FILES)
@@ -45,6 +48,9 @@ def main(argv=None):
             return 0
         if args.command == "final-metrics":
             print(experiment.final_metrics_file)
+            return 0
+        if args.command == "final-dir":
+            print(experiment.final_phase_dir)
             return 0
         if args.command == "share-phase0":
             print("copied" if experiment.share_phase0(args.base) else "not copied")

@@ -129,6 +129,14 @@ class Experiment:
         return self.num_phases() - 1
 
     @property
+    def final_phase_dir(self):
+        """The folder of the last phase, or OUT/not_finished (which does not exist) before
+        phases.json is written."""
+        if os.path.isfile(self.phases_file):
+            return self.phase(self.last_phase).dir
+        return os.path.join(self.root, NOT_FINISHED_NAME)
+
+    @property
     def final_metrics_file(self):
         """The metrics.json of the last phase when the experiment is finished, else a path in the
         experiment folder that does not exist (OUT/not_finished), for reports that count the run

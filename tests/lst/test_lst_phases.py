@@ -272,9 +272,10 @@ def test_final_metrics_is_the_last_phases_evaluation_or_a_path_that_does_not_exi
     experiment = Experiment(str(tmp_path / "experiment"))
     not_finished = os.path.join(experiment.root, "not_finished")
     assert experiment.final_metrics_file == not_finished  # not started: no phases.json
+    assert experiment.final_phase_dir == not_finished
     experiment.prepare(train_json, 2, 2)
     last = experiment.last_phase
-    assert last >= 1
+    assert last >= 1 and experiment.final_phase_dir == experiment.phase(last).dir
     for phase in range(last + 1):  # every phase but the last finished: still not finished
         assert experiment.final_metrics_file == not_finished
         os.makedirs(os.path.dirname(experiment.phase(phase).metrics("val")))
