@@ -10,6 +10,9 @@
 # 270/960, 590/160, 590/320. On the 64 synthetic classes the same fractions of the classes:
 # 6/8, 14/8, 14/17, 14/25, 14/50, 31/8, 31/17.
 #
+# Grid points with one base size share phase 0 (it depends on the base classes and the seed alone):
+# it is trained once, first, and copied into the other chains of that base size.
+#
 # Options:
 #   --lvis              LVIS v0.5 with configs/lvis/lst instead of the synthetic benchmark
 #   --budget N          the synthetic phases' schedules, as for table1.sh: 1000 (default;
@@ -92,22 +95,61 @@ experiment_dir() {
   echo "$output_dir/b$1_s$2${seed:+_seed$seed}"
 }
 
-# Runs the chain of grid point $1/$2 with seed $3 ("-" = the config's).
-train_grid_point() {
+# Runs lst_scripts/run_phases.sh for grid point $1/$2 with seed $3 ("-" = the config's) and the
+# run_phases.sh options that follow.
+run_grid_point() {
   local base="$1" phase_size="$2" seed="${3#-}" seed_opts=()
+  shift 3
   [ -n "$seed" ] && seed_opts=(--seed "$seed")
-  echo "[table3] b $base, phase size $phase_size${seed:+, seed $seed} -> $(experiment_dir "$@")"
-  bash lst_scripts/run_phases.sh --config-dir "$lst_config_dir" --output-dir "$(experiment_dir "$@")" \
-    "${seed_opts[@]}" --gpus "$gpus" "${overrides[@]}" MODEL.LST.BASE_SIZE "$base" MODEL.LST.PHASE_SIZE "$phase_size"
+  bash lst_scripts/run_phases.sh --config-dir "$lst_config_dir" --output-dir "$(experiment_dir "$base" "$phase_size" "$seed")" \
+    "${seed_opts[@]}" --gpus "$gpus" "$@" "${overrides[@]}" MODEL.LST.BASE_SIZE "$base" MODEL.LST.PHASE_SIZE "$phase_size"
 }
 
-job_list=()
-for pair in $grid; do
+# The grid points in training order: smaller phase sizes first (more phases: the longest chains
+# start first), then smaller base sizes. Phase 0 depends on the base size and the seed alone, so
+# the grid points of one base size share it: the first of them in this order trains it, in a
+# round before the chains, and the others copy it (run_phases.sh --phase0-from).
+train_grid=$(tr ' ' '\n' <<< "$grid" | sort -t/ -k2,2n -k1,1n)
+declare -A phase0_owner=() base_count=()
+for pair in $train_grid; do
+  base="${pair%/*}"
+  base_count[$base]=$(( ${base_count[$base]:-0} + 1 ))
+  [ -n "${phase0_owner[$base]:-}" ] || phase0_owner[$base]="${pair#*/}"
+done
+
+# Phase 0 of base size $1 with seed $2, in the experiment of the base size's first grid point.
+train_shared_phase0() {
+  local seed="${2#-}"
+  echo "[table3] phase 0 of b $1${seed:+, seed $seed}, shared by ${base_count[$1]} grid points"
+  run_grid_point "$1" "${phase0_owner[$1]}" "$2" --until-phase 0
+}
+
+# The chain of grid point $1/$2 with seed $3, from its base size's shared phase 0 if it has one.
+train_grid_point() {
+  local base="$1" phase_size="$2" seed="$3" shown_seed="${3#-}" share=()
+  if [ "${base_count[$base]}" -gt 1 ] && [ "$phase_size" != "${phase0_owner[$base]}" ]; then
+    share=(--phase0-from "$(experiment_dir "$base" "${phase0_owner[$base]}" "$seed")")
+  fi
+  echo "[table3] b $base, phase size $phase_size${shown_seed:+, seed $shown_seed} -> $(experiment_dir "$@")"
+  run_grid_point "$base" "$phase_size" "$seed" "${share[@]}"
+}
+
+phase0_jobs=() job_list=()
+for pair in $train_grid; do
+  base="${pair%/*}"
   for seed in "${train_seeds[@]}"; do
-    job_list+=("b${pair%/*}_s${pair#*/}${seed:+_seed$seed} ${pair%/*} ${pair#*/} ${seed:--}")
+    if [ "${base_count[$base]}" -gt 1 ] && [ "${pair#*/}" = "${phase0_owner[$base]}" ]; then
+      phase0_jobs+=("phase0_b$base${seed:+_seed$seed} $base ${seed:--}")
+    fi
+    job_list+=("b${base}_s${pair#*/}${seed:+_seed$seed} $base ${pair#*/} ${seed:--}")
   done
 done
-[ -n "$report_only" ] || run_jobs "$jobs" "$output_dir/logs" train_grid_point "${job_list[@]}" || exit 1
+if [ -z "$report_only" ]; then
+  if [ ${#phase0_jobs[@]} -gt 0 ]; then
+    run_jobs "$jobs" "$output_dir/logs" train_shared_phase0 "${phase0_jobs[@]}" || exit 1
+  fi
+  run_jobs "$jobs" "$output_dir/logs" train_grid_point "${job_list[@]}" || exit 1
+fi
 
 report_rows=()
 for pair in $grid; do

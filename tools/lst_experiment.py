@@ -5,8 +5,9 @@
     python tools/lst_experiment.py OUT final-dir             # phase T's folder, or OUT/not_finished
     python tools/lst_experiment.py OUT path PHASE FILE       # FILE: one of the names below
     python tools/lst_experiment.py OUT state PHASE           # not started | training | trained | finished
-    python tools/lst_experiment.py OUT share-phase0 BASE     # copy BASE's finished phase 0 into OUT
-                                                             # (if OUT has not started): "copied" or "not copied"
+    python tools/lst_experiment.py OUT share-phase0 BASE     # copy BASE's finished phase 0 into OUT (if OUT's
+                                                             # has not started; with BASE's phases.json if OUT
+                                                             # has none): "copied" or "not copied"
 
 FILE is dir, config, log, model_init, model_final, replay_plan, replay_balance, generator or
 metrics (the phase's evaluation; an error before it exists).
@@ -35,7 +36,8 @@ def parse_args(argv=None):
     state = commands.add_parser("state", help="print the state of a phase")
     state.add_argument("phase", type=int)
     share = commands.add_parser("share-phase0", help="start the experiment from another one's finished phase 0")
-    share.add_argument("base", help="the experiment folder whose phases.json and phase_0/ are copied")
+    share.add_argument("base", help="the experiment folder whose phase_0/ is copied (and its phases.json when the "
+                       "experiment has none; otherwise the two must have the same base classes)")
     return parser.parse_args(argv)
 
 

@@ -148,20 +148,37 @@ class Experiment:
         return os.path.join(self.root, NOT_FINISHED_NAME)
 
     def share_phase0(self, base_root):
-        """Start this experiment from the finished phase 0 of the experiment ``base_root``: copy its
-        phases.json and phase_0/ here, for variants of a chain that differ only in phases t >= 1
-        (LST w MWG, the ablations) and so share theta_0.
+        """Start this experiment from the finished phase 0 of the experiment ``base_root``, which
+        must have trained the same base classes with the same SEED (phase 0 depends on nothing
+        else). Returns whether it copied.
 
-        Only when this experiment has not started (no phases.json) and the base's phase 0 is
-        finished; returns whether it copied. phases.json is copied last, so an interrupted copy
-        is redone.
+        * Not yet divided (no phases.json): copy the base's phase_0/ and phases.json, for variants
+          of a chain that differ only in phases t >= 1 (LST w MWG, the ablations).
+        * Divided, phase 0 not started: copy phase_0/ only, for chains that differ in their phase
+          size (Table 3's grid points with one base size); their base classes C_0 must be the
+          base's (ValueError naming both phases.json files otherwise).
+
+        Copies nothing when the base's phase 0 is not finished or this one has started. phase_0/
+        arrives whole (copied aside, then renamed) and phases.json last, so an interrupted copy is
+        redone.
         """
         base = Experiment(base_root)
-        if os.path.exists(self.phases_file) or not os.path.isfile(base.phases_file) \
-                or base.phase(0).state != "finished":
+        divided = os.path.exists(self.phases_file)
+        if not os.path.isfile(base.phases_file) or base.phase(0).state != "finished" \
+                or (divided and self.phase(0).state != "not started"):
             return False
-        shutil.copytree(base.phase(0).dir, self.phase(0).dir, dirs_exist_ok=True)
-        shutil.copy2(base.phases_file, self.phases_file)
+        if divided and self.load_phases()["groups"][0] != base.load_phases()["groups"][0]:
+            raise ValueError(
+                "{} and {} divide the classes with different base classes C_0, so phase 0 of {} cannot be "
+                "shared; give the experiments the same MODEL.LST.BASE_SIZE and training annotations".format(
+                    self.phases_file, base.phases_file, base.root))
+        partial = self.phase(0).dir + ".partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(base.phase(0).dir, partial)
+        shutil.rmtree(self.phase(0).dir, ignore_errors=True)
+        os.rename(partial, self.phase(0).dir)
+        if not divided:
+            shutil.copy2(base.phases_file, self.phases_file)
         return True
 
     def prepare(self, train_json, base, phase_size, quota_rule="ceil"):

@@ -268,6 +268,32 @@ def test_share_phase0_copies_a_finished_phase_0_into_an_experiment_not_started(t
         assert f.read() == "trained further"
 
 
+def test_share_phase0_into_a_divided_experiment_copies_phase_0_alone_for_the_same_base_classes(tmp_path, train_json):
+    base = Experiment(str(tmp_path / "base"))
+    base.prepare(train_json, 2, 2)
+    os.makedirs(os.path.dirname(base.phase(0).metrics("val")))
+    for path, text in [(base.phase(0).model_final, "weights"), (base.phase(0).metrics("val"), "{}")]:
+        with open(path, "w") as f:
+            f.write(text)
+    other_phase_size = Experiment(str(tmp_path / "phase_size_1"))
+    other_phase_size.prepare(train_json, 2, 1)
+    division = other_phase_size.load_phases()
+    assert division["groups"] != base.load_phases()["groups"]  # another division, the same C_0
+
+    assert other_phase_size.share_phase0(base.root)
+    assert _read_tree(other_phase_size.phase(0).dir) == _read_tree(base.phase(0).dir)
+    assert other_phase_size.load_phases() == division  # its own division is kept
+    assert not os.path.exists(other_phase_size.phase(0).dir + ".partial")
+    assert not other_phase_size.share_phase0(base.root)  # phase 0 finished: nothing to copy
+
+    other_base = Experiment(str(tmp_path / "base_3"))
+    other_base.prepare(train_json, 3, 2)
+    with pytest.raises(ValueError, match="different base classes C_0") as error:
+        other_base.share_phase0(base.root)
+    assert other_base.phases_file in str(error.value) and base.phases_file in str(error.value)
+    assert not os.path.exists(other_base.phase(0).dir)
+
+
 def test_final_metrics_is_the_last_phases_evaluation_or_a_path_that_does_not_exist(tmp_path, train_json):
     experiment = Experiment(str(tmp_path / "experiment"))
     not_finished = os.path.join(experiment.root, "not_finished")

@@ -120,6 +120,35 @@ def test_table3_report_only_lists_the_grid_points_not_run(workspace):
     assert not (out / "runs").exists()
 
 
+def test_table3_trains_phase_0_once_per_base_size_and_resumes(workspace):
+    out = workspace["dir"] / "table3_shared"
+    command = ["bash", os.path.join(REPO_ROOT, "lst_scripts", "table3.sh"), "--grid", "2/4 2/2", "--jobs", "2",
+               "--lst-config-dir", TEST_LST_CONFIGS, "--output-dir", str(out / "runs"),
+               "--report-dir", str(out / "report"), "PATHS_CATALOG", workspace["catalog"]]
+    first = subprocess.run(command, env=workspace["env"], capture_output=True, text=True, timeout=1200)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    # phase size 2 comes first in training order, so its experiment trains phase 0 for both
+    logs = out / "runs" / "logs"
+    assert "starting phase0_b2:" in first.stderr
+    assert "phase 0 copied from {}".format(out / "runs" / "b2_s2") in (logs / "b2_s4.log").read_text()
+    assert "phase 0 of 2: done" in (logs / "b2_s2.log").read_text()
+    owner, sharer = out / "runs" / "b2_s2", out / "runs" / "b2_s4"
+    assert max_weight_difference(load_checkpoint(owner / "phase_0" / "model_final.pth")["model"],
+                                 load_checkpoint(sharer / "phase_0" / "model_final.pth")["model"]) == 0
+    assert [len(json.loads((run / "phases.json").read_text())["groups"]) for run in (owner, sharer)] == [3, 2]
+
+    table = json.loads((out / "report" / "table3.json").read_text())
+    assert [row["model"] for row in table["rows"]] == ["b 2, phase size 4 (phases 0-1)", "b 2, phase size 2 (phases 0-2)"]
+    for row, run, last in zip(table["rows"], (sharer, owner), (1, 2)):
+        final = next((run / "phase_{}".format(last) / "inference").glob("*/metrics.json"))
+        assert row["metrics_files"] == [str(final)]
+
+    second = subprocess.run(command, env=workspace["env"], capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    resumed = (logs / "b2_s4.log").read_text().split("[table3] b 2, phase size 4")[-1]  # the second call's part
+    assert "phase 0 of 1: done" in resumed and "phase 1 of 1: done" in resumed and "copied" not in resumed
+
+
 def test_ablations_share_phase_0_switch_their_part_off_and_report_mean_and_std(workspace):
     out = workspace["dir"] / "ablations"
     command = ["bash", os.path.join(REPO_ROOT, "lst_scripts", "ablations.sh"), "--variants", "kd_off,replay_none",
