@@ -23,7 +23,9 @@
 #   --lst-dir DIR       the LST experiment (default: output/lst/<benchmark>, as above);
 #                       LST w MWG goes to DIR_mwg and starts from DIR's phase 0 when it is done
 #                       (phase 0 is the same in both: the generator trains in phases t >= 1)
-#   --report-dir DIR    where the table goes (default: report for synthetic, report/lvis for LVIS)
+#   --report-dir DIR    where the table goes (default: report for synthetic, report/lvis for LVIS;
+#                       with --rows short of every row, OUTPUT-DIR/report_<rows>, so that a call for
+#                       some rows never replaces the whole table)
 #   --config-prefix P   the baselines' configs are P.yaml, P_modified_backbone.yaml, P_cas.yaml,
 #                       P_rfs.yaml, P_federated.yaml, P_eqlv2.yaml, P_seesaw.yaml and P_crt.yaml (default:
 #                       the budget's e2e_mask_rcnn_R_18_FPN_cpu, or the LVIS one), evaluated on
@@ -63,7 +65,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 benchmark=synthetic
 budget=""
-rows="plain,modified_backbone,cas,rfs,federated,eqlv2,seesaw,crt,lst,lst_mwg"
+all_rows="plain,modified_backbone,cas,rfs,federated,eqlv2,seesaw,crt,lst,lst_mwg"
+rows="$all_rows"
 output_dir=""
 lst_dir=""
 report_dir=""
@@ -133,7 +136,11 @@ fi
 lst_config_dir="${lst_config_dir:-$budget_configs/lst}"
 output_dir="${output_dir:-output/table1/$run_name}"
 lst_dir="${lst_dir:-output/lst/$run_name}"
-report_dir="${report_dir:-$report_root}"
+if [ -z "$report_dir" ] && [ "$rows" = "$all_rows" ]; then
+  report_dir="$report_root"
+elif [ -z "$report_dir" ]; then
+  report_dir="$output_dir/report_${rows//,/+}"
+fi
 
 # The rows: key -> title (the report's row name), and for the baselines the config suffix. A new
 # baseline row needs a title, a suffix (config <prefix><suffix>.yaml) and its key in rows= above.

@@ -104,6 +104,17 @@ def test_seed_options_are_checked_before_anything_runs(workspace, tmp_path, scri
     assert not (tmp_path / "runs").exists()
 
 
+def test_table1_some_rows_report_beside_their_runs_not_over_the_whole_table(workspace):
+    out = workspace["dir"] / "table1_some_rows"
+    result = subprocess.run(["bash", os.path.join(REPO_ROOT, "lst_scripts", "table1.sh"), "--report-only",
+                             "--rows", "plain,cas", "--output-dir", str(out)], env=workspace["env"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    table = json.loads((out / "report_plain+cas" / "table1.json").read_text())
+    assert [row["model"] for row in table["rows"]] == ["Baseline (Mask R-CNN)", "Class-aware sampling"]
+    assert not (out / "report").exists()
+
+
 def test_table3_report_only_lists_the_grid_points_not_run(workspace):
     out = workspace["dir"] / "table3"
     result = subprocess.run(["bash", os.path.join(REPO_ROOT, "lst_scripts", "table3.sh"), "--report-only",
