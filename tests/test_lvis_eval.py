@@ -24,7 +24,7 @@ from maskrcnn_benchmark.data.datasets.evaluation.lvis.bins import (
     training_instance_counts,
 )
 from maskrcnn_benchmark.data.datasets.evaluation.lvis.fast_eval import FastLVISEval
-from maskrcnn_benchmark.data.datasets.evaluation.lvis.fixed_ap import fixed_ap_evaluator
+from maskrcnn_benchmark.data.datasets.evaluation.lvis.fixed_ap import fixed_ap_evaluator, top_per_category
 from maskrcnn_benchmark.data.datasets.evaluation.lvis.lvis_eval import (
     prepare_for_lvis_detection,
     prepare_for_lvis_segmentation,
@@ -268,6 +268,23 @@ def test_fixed_ap_equals_the_protocol_on_lvis_api(tmp_path, reference, iou_type,
     for label, member in PAPER_BINS.items():
         cats = [c for c in ref.params.cat_ids if member(counts[c])]
         assert abs(instance_count_bin_ap(fast, counts)[label] - _reference_ap(ref, cats)) <= 1e-12
+
+
+@pytest.mark.parametrize("inference_dets_per_img, level, says", [
+    (0, logging.INFO, "all they have above the score threshold"),
+    (300, logging.WARNING, "infer without a per-image cap (this one kept 300 per image)"),
+    (None, logging.WARNING, "infer without a per-image cap (MODEL.ROI_HEADS.DETECTIONS_PER_IMG 0"),
+])
+def test_fixed_ap_says_why_categories_have_fewer_detections_than_the_limit(caplog, inference_dets_per_img,
+                                                                           level, says):
+    results = [{"category_id": c, "score": s} for c, s in [(1, 0.9), (1, 0.8), (1, 0.7), (2, 0.6)]]
+    with caplog.at_level(logging.INFO, logger="maskrcnn_benchmark"):
+        kept = top_per_category(results, 2, inference_dets_per_img)
+    assert kept == results[:2] + results[3:]
+    messages = [r for r in caplog.records if "Fixed AP" in r.getMessage()]
+    assert len(messages) == 1 and messages[0].levelno == level
+    assert "1 of the 2 detected categories have fewer than 2 detections" in messages[0].getMessage()
+    assert says in messages[0].getMessage()
 
 
 # ---------------------------------------------------------------------------- bins, groups

@@ -114,7 +114,8 @@ def inference(
         output_folder (str, optional): where predictions.pth and the evaluation files go.
         dtype (str): DTYPE; "float16"/"bfloat16" run the model under autocast.
         evaluation_options (dict, optional): extra keyword arguments of the dataset's evaluator
-            (for LVIS: max_dets, train_annotations, category_groups, fixed_ap_dets_per_class).
+            (for LVIS: max_dets, train_annotations, category_groups, fixed_ap_dets_per_class,
+            inference_dets_per_img).
 
     Returns the evaluation result on rank 0, None on the other ranks.
     """
@@ -166,10 +167,12 @@ def lvis_evaluation_options(cfg, category_ids=None, category_groups=None):
     training annotations (for the paper's instance-count bins) when DATASETS.TRAIN is one
     dataset, and, when given, the only categories evaluated (``category_ids``, e.g. an LST
     phase's seen classes) and named AP groups of them (``category_groups``, e.g. "old", "new",
-    "all"); with TEST.LVIS_FIXED_AP, Fixed AP at TEST.LVIS_FIXED_AP_DETS_PER_CLASS."""
+    "all"); with TEST.LVIS_FIXED_AP, Fixed AP at TEST.LVIS_FIXED_AP_DETS_PER_CLASS (its log told
+    the inference's MODEL.ROI_HEADS.DETECTIONS_PER_IMG)."""
     options = {"max_dets": cfg.TEST.LVIS_MAX_DETS}
     if cfg.TEST.LVIS_FIXED_AP:
         options["fixed_ap_dets_per_class"] = cfg.TEST.LVIS_FIXED_AP_DETS_PER_CLASS
+        options["inference_dets_per_img"] = cfg.MODEL.ROI_HEADS.DETECTIONS_PER_IMG
     if category_ids is not None:
         options["category_ids"] = list(category_ids)
     if category_groups is not None:

@@ -14,6 +14,7 @@ def lvis_evaluation(
     category_groups=None,
     category_ids=None,
     fixed_ap_dets_per_class=0,
+    inference_dets_per_img=None,
 ):
     """Evaluate predictions on an LVISDataset with the LVIS protocol; see do_lvis_evaluation."""
     return do_lvis_evaluation(
@@ -27,6 +28,7 @@ def lvis_evaluation(
         category_groups=category_groups,
         category_ids=category_ids,
         fixed_ap_dets_per_class=fixed_ap_dets_per_class,
+        inference_dets_per_img=inference_dets_per_img,
         expected_results=expected_results,
         expected_results_sigma_tol=expected_results_sigma_tol,
     )

@@ -18,12 +18,16 @@ FIXED_AP_DETS_PER_CLASS = 10000  # Dave et al. 2021, Sec. 3, for LVIS
 logger = logging.getLogger(__name__)
 
 
-def top_per_category(results, dets_per_class=FIXED_AP_DETS_PER_CLASS):
+def top_per_category(results, dets_per_class=FIXED_AP_DETS_PER_CLASS, inference_dets_per_img=None):
     """The ``dets_per_class`` highest-scoring results of each category, in their input order.
 
     Arguments:
         results (list[dict]): LVIS result records (category_id, score, ...).
         dets_per_class (int): > 0. Ties at the limit keep the records listed first.
+        inference_dets_per_img (int, optional): the per-image cap of the inference that made the
+            results (MODEL.ROI_HEADS.DETECTIONS_PER_IMG; 0 = none), None when unknown (a results
+            file). Only for the message about categories with fewer than ``dets_per_class``
+            results: without a cap they simply have no more above the score threshold.
 
     Returns:
         list[dict]: the kept records (the same objects).
@@ -38,11 +42,17 @@ def top_per_category(results, dets_per_class=FIXED_AP_DETS_PER_CLASS):
     kept = np.sort(order[np.arange(len(order)) - first < dets_per_class])
     counts = np.bincount(np.unique(category, return_inverse=True)[1]) if len(results) else []
     short = int(np.sum(np.asarray(counts) < dets_per_class))
-    if short:
+    if short and inference_dets_per_img == 0:
+        logger.info("Fixed AP: %d of the %d detected categories have fewer than %d detections: all "
+                    "they have above the score threshold (MODEL.ROI_HEADS.SCORE_THRESH), as the "
+                    "inference had no per-image cap", short, len(counts), dets_per_class)
+    elif short:
+        cap = "" if inference_dets_per_img is None else " (this one kept {} per image)".format(
+            inference_dets_per_img)
         logger.warning("Fixed AP: %d of the %d detected categories have fewer than %d "
-                       "detections; infer without a per-image cap (MODEL.ROI_HEADS."
+                       "detections; infer without a per-image cap%s (MODEL.ROI_HEADS."
                        "DETECTIONS_PER_IMG 0, a low SCORE_THRESH) for the protocol's full lists",
-                       short, len(counts), dets_per_class)
+                       short, len(counts), dets_per_class, cap)
     return [results[i] for i in kept.tolist()]
 
 

@@ -94,6 +94,7 @@ def do_lvis_evaluation(
     expected_results_sigma_tol=4,
     category_ids=None,
     fixed_ap_dets_per_class=0,
+    inference_dets_per_img=None,
 ):
     """Evaluate predictions on an LVISDataset (``dataset.lvis``: its lvis.LVIS ground truth).
 
@@ -110,6 +111,8 @@ def do_lvis_evaluation(
             are over these categories. None: every category of the ground truth.
         fixed_ap_dets_per_class (int): > 0: also Fixed AP with this many detections per
             category (Dave et al. 2021: 10,000; TEST.LVIS_FIXED_AP_DETS_PER_CLASS).
+        inference_dets_per_img (int, optional): the predictions' per-image cap
+            (MODEL.ROI_HEADS.DETECTIONS_PER_IMG, 0 = none), for Fixed AP's log; None = unknown.
 
     Returns:
         (OrderedDict iou_type -> metrics, dict iou_type -> list of result records)
@@ -152,7 +155,7 @@ def do_lvis_evaluation(
         if fixed_ap_dets_per_class > 0:
             metrics[iou_type]["fixed_AP"] = _fixed_ap(
                 dataset, uncapped, iou_type, fixed_ap_dets_per_class, output_folder,
-                instance_counts, category_groups, category_ids)
+                instance_counts, category_groups, category_ids, inference_dets_per_img)
     if output_folder:
         atomic_write_json(metrics, os.path.join(output_folder, "metrics.json"))
     check_expected_results(metrics, expected_results, expected_results_sigma_tol)
@@ -160,11 +163,11 @@ def do_lvis_evaluation(
 
 
 def _fixed_ap(dataset, results, iou_type, dets_per_class, output_folder, instance_counts,
-              category_groups, category_ids):
+              category_groups, category_ids, inference_dets_per_img):
     """lvis_metrics of Fixed AP on all the ``results`` (no per-image cap); writes
     <iou_type>_fixed_ap.json."""
     logger = logging.getLogger("maskrcnn_benchmark.inference")
-    kept = top_per_category(results, dets_per_class) if results else []
+    kept = top_per_category(results, dets_per_class, inference_dets_per_img) if results else []
     if output_folder:
         atomic_write_json(kept, os.path.join(output_folder, iou_type + "_fixed_ap.json"))
     logger.info("Evaluating %s Fixed AP (%d results, at most %d per category)", iou_type,
