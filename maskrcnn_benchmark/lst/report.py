@@ -293,8 +293,9 @@ def mean_and_std(values):
     return float(np.mean(defined)), std, len(defined)
 
 
-def table1_rows(entries, earlier=None, fixed_ap=None):
-    """Rows of Table 1.
+def table1_values(entries, earlier=None, fixed_ap=None):
+    """Every row's per-seed values, each metrics file read once (for table1_rows and
+    paired_differences).
 
     Arguments:
         entries (list[tuple[str, str or list[str]]]): (model name, metrics.json path, or one path
@@ -304,27 +305,39 @@ def table1_rows(entries, earlier=None, fixed_ap=None):
             model, which the Fixed AP columns of that row come from (when the file exists).
 
     Returns:
+        OrderedDict: model -> (metrics files, per_seed_percents' values and sources), in row order;
+        the values have a column per table1_metrics(entries, fixed_ap).
+    """
+    columns = table1_metrics(entries, fixed_ap)
+    table = OrderedDict()
+    for model, metrics_files in entries:
+        files = _file_list(metrics_files)
+        table[model] = (files,) + per_seed_percents(files, columns, (earlier or {}).get(model),
+                                                    (fixed_ap or {}).get(model))
+    return table
+
+
+def table1_rows(values):
+    """Rows of Table 1 from table1_values(...).
+
+    Returns:
         list[OrderedDict]: "model", "metrics_files", "status" ("ok", "not run" when no run is
         found, "partial" when some are), "runs" (runs found), "sources" (per seed: "file",
-        "earlier table" or None), a value per column of
-        table1_metrics(entries) (the mean over the runs, percent, one decimal, or None), "std"
+        "earlier table" or None), a value per column of the values (the mean over the runs, percent, one decimal, or None), "std"
         (column -> sample standard deviation, ddof = 1, two decimals; None below two runs), "n"
         (column -> the runs with a value) and "per_seed" (column -> the value of each file, one decimal, None for a missing file or value).
     """
-    columns = table1_metrics(entries, fixed_ap)
     rows = []
-    for model, metrics_files in entries:
-        files = _file_list(metrics_files)
-        values, sources = per_seed_percents(files, columns, (earlier or {}).get(model), (fixed_ap or {}).get(model))
+    for model, (files, per_seed, sources) in values.items():
         runs = sum(source is not None for source in sources)
         status = "ok" if runs == len(files) else ("not run" if runs == 0 else "partial")
         row = OrderedDict([("model", model), ("metrics_files", files), ("status", status), ("runs", runs),
                            ("sources", sources)])
-        statistics = {name: mean_and_std(column) for name, column in values.items()}
-        row.update((name, _rounded(statistics[name][0], 1)) for name in columns)
-        row["std"] = OrderedDict((name, _rounded(statistics[name][1], 2)) for name in columns)
-        row["n"] = OrderedDict((name, statistics[name][2]) for name in columns)
-        row["per_seed"] = OrderedDict((name, [_rounded(v, 1) for v in column]) for name, column in values.items())
+        statistics = {name: mean_and_std(column) for name, column in per_seed.items()}
+        row.update((name, _rounded(statistics[name][0], 1)) for name in per_seed)
+        row["std"] = OrderedDict((name, _rounded(statistics[name][1], 2)) for name in per_seed)
+        row["n"] = OrderedDict((name, statistics[name][2]) for name in per_seed)
+        row["per_seed"] = OrderedDict((name, [_rounded(v, 1) for v in column]) for name, column in per_seed.items())
         rows.append(row)
     return rows
 
@@ -335,13 +348,12 @@ def table1_columns(rows):
     return TABLE1_COLUMNS + (list(TABLE1_FIXED_AP_METRICS) if fixed_ap else [])
 
 
-def paired_differences(entries, pairs, earlier=None):
+def paired_differences(values, pairs):
     """Paired comparisons of Table 1 rows over the same seeds.
 
     Arguments:
-        entries: as for table1_rows; the i-th file of every row is the run with the i-th seed.
+        values: table1_values(...); the i-th file of every row is the run with the i-th seed.
         pairs (list[tuple[str, str]]): (model A, model B), for the differences A - B.
-        earlier: as for table1_rows.
 
     Returns:
         list[OrderedDict]: "comparison" ("A − B"), "a", "b", a value per column of TABLE1_METRICS
@@ -350,21 +362,18 @@ def paired_differences(entries, pairs, earlier=None):
         decimals, None below two seeds), "n" (column -> that number of seeds) and "per_seed"
         (column -> the difference of each seed, two decimals, or None).
     """
-    files = OrderedDict((model, _file_list(metrics_files)) for model, metrics_files in entries)
     comparisons = []
     for model_a, model_b in pairs:
         for model in (model_a, model_b):
-            if model not in files:
+            if model not in values:
                 raise ReportInputError("paired comparison {!r} - {!r}: no row is named {!r}; rows: {}".format(
-                    model_a, model_b, model, ", ".join(repr(m) for m in files)))
-        if len(files[model_a]) != len(files[model_b]):
+                    model_a, model_b, model, ", ".join(repr(m) for m in values)))
+        (files_a, values_a, _), (files_b, values_b, _) = values[model_a], values[model_b]
+        if len(files_a) != len(files_b):
             raise ReportInputError(
                 "paired comparison {!r} - {!r}: the rows have {} and {} metrics files; a paired comparison "
                 "needs one file per seed, the same seeds in the same order".format(
-                    model_a, model_b, len(files[model_a]), len(files[model_b])))
-        earlier_rows = earlier or {}
-        values_a = per_seed_percents(files[model_a], earlier=earlier_rows.get(model_a))[0]
-        values_b = per_seed_percents(files[model_b], earlier=earlier_rows.get(model_b))[0]
+                    model_a, model_b, len(files_a), len(files_b)))
         row = OrderedDict([("comparison", "{} − {}".format(model_a, model_b)), ("a", model_a), ("b", model_b)])
         differences = OrderedDict(
             (name, [None if a is None or b is None else a - b for a, b in zip(values_a[name], values_b[name])])
@@ -480,8 +489,9 @@ def write_table1(entries, output_dir, title="Table 1", note=None, name="table1",
         if model not in models:
             raise ReportInputError("Fixed AP of {!r}: no row is named so; rows: {}".format(
                 model, ", ".join(repr(m) for m in models)))
-    rows = table1_rows(entries, earlier, {model: _file_list(files) for model, files in fixed_ap})
-    comparisons = paired_differences(entries, pairs, earlier)
+    values = table1_values(entries, earlier, {model: _file_list(files) for model, files in fixed_ap})
+    rows = table1_rows(values)
+    comparisons = paired_differences(values, pairs)
     markdown = table1_markdown(rows, title, note, comparisons, earlier_table)
     atomic_write_text(os.path.join(output_dir, name + ".md"), markdown)
     atomic_write_json({"title": title, "note": note, "columns": table1_columns(rows), "std": "sample, ddof=1",
