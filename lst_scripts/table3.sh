@@ -117,6 +117,11 @@ for pair in $train_grid; do
   [ -n "${phase0_owner[$base]:-}" ] || phase0_owner[$base]="${pair#*/}"
 done
 
+# Whether base size $1 has several grid points, hence one phase 0 trained once and shared.
+phase0_is_shared() {
+  [ "${base_count[$1]}" -gt 1 ]
+}
+
 # Phase 0 of base size $1 with seed $2, in the experiment of the base size's first grid point.
 train_shared_phase0() {
   local seed="${2#-}"
@@ -127,7 +132,7 @@ train_shared_phase0() {
 # The chain of grid point $1/$2 with seed $3, from its base size's shared phase 0 if it has one.
 train_grid_point() {
   local base="$1" phase_size="$2" seed="$3" shown_seed="${3#-}" share=()
-  if [ "${base_count[$base]}" -gt 1 ] && [ "$phase_size" != "${phase0_owner[$base]}" ]; then
+  if phase0_is_shared "$base" && [ "$phase_size" != "${phase0_owner[$base]}" ]; then
     share=(--phase0-from "$(experiment_dir "$base" "${phase0_owner[$base]}" "$seed")")
   fi
   echo "[table3] b $base, phase size $phase_size${shown_seed:+, seed $shown_seed} -> $(experiment_dir "$@")"
@@ -138,7 +143,7 @@ phase0_jobs=() job_list=()
 for pair in $train_grid; do
   base="${pair%/*}"
   for seed in "${train_seeds[@]}"; do
-    if [ "${base_count[$base]}" -gt 1 ] && [ "${pair#*/}" = "${phase0_owner[$base]}" ]; then
+    if phase0_is_shared "$base" && [ "${pair#*/}" = "${phase0_owner[$base]}" ]; then
       phase0_jobs+=("phase0_b$base${seed:+_seed$seed} $base ${seed:--}")
     fi
     job_list+=("b${base}_s${pair#*/}${seed:+_seed$seed} $base ${pair#*/} ${seed:--}")

@@ -311,6 +311,7 @@ def test_lst_model_state_dict_has_the_authors_keys():
     box_dim = cfg.MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM
     mask_dim = cfg.MODEL.ROI_MASK_HEAD.CONV_LAYERS[-1]
     num_classes = cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES
+    side = cfg.MODEL.ROI_MASK_HEAD.RESOLUTION
     shapes = {
         "roi_heads.bbox2mask.0.weight": (box_dim, box_dim),
         "roi_heads.bbox2mask.2.weight": (mask_dim, box_dim),
@@ -318,7 +319,7 @@ def test_lst_model_state_dict_has_the_authors_keys():
         "roi_heads.box.predictor.cls_score.weight": (num_classes, box_dim),
         "roi_heads.box.feature_extractor.fc7.weight": (box_dim, box_dim),
         "roi_heads.mask.predictor.conv5_mask.weight": (mask_dim, mask_dim, 2, 2),
-        "roi_heads.mask.predictor.MLP_mask.weight": (28 * 28, mask_dim * 28 * 28),
+        "roi_heads.mask.predictor.MLP_mask.weight": (side * side, mask_dim * side * side),
     }
     for key, shape in shapes.items():
         assert tuple(state_dict[key].shape) == shape, key
@@ -353,7 +354,8 @@ def test_lst_model_inference_returns_masks():
         assert result.size == (width, height)
         assert 0 < len(result) <= cfg.MODEL.ROI_HEADS.DETECTIONS_PER_IMG
         mask = result.get_field("mask")
-        assert mask.shape == (len(result), 1, 28, 28)
+        side = cfg.MODEL.ROI_MASK_HEAD.RESOLUTION
+        assert mask.shape == (len(result), 1, side, side)
         assert mask.min() >= 0 and mask.max() <= 1
 
 
