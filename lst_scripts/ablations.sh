@@ -30,9 +30,12 @@
 #   --gpus N            processes per phase through torchrun (default 1)
 #   KEY VALUE ...       after the options: config overrides for every phase of every run
 # Re-running resumes every experiment where it stopped.
+# Every call that trains appends its wall time to OUTPUT-DIR/calls.log (start, seconds, exit
+# status, command), so a table trained over several calls has its total; each job's time is printed.
 set -euo pipefail
 shopt -s inherit_errexit  # a failing run inside $(...) stops the script
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+call_args=("$@")
 
 benchmark=synthetic
 budget=""
@@ -92,6 +95,7 @@ source lst_scripts/setup_env.sh
 lst_config_dir="${lst_config_dir:-$budget_configs/lst}"
 lst_dir="${lst_dir:-output/lst/$run_name}"
 output_dir="${output_dir:-output/ablations/$run_name}"
+[ -n "$report_only" ] || record_call_time "$output_dir/calls.log" bash "lst_scripts/ablations.sh" "${call_args[@]}"
 report_dir="${report_dir:-$report_root/ablations}"
 
 # The experiment folder of variant $1 ("default" for the default chain) with seed $2.
@@ -124,8 +128,8 @@ for seed in "${train_seeds[@]}"; do
   done
 done
 if [ -z "$report_only" ]; then
-  run_jobs "$jobs" "$output_dir/logs" train_variant "${default_jobs[@]}" || exit 1
-  run_jobs "$jobs" "$output_dir/logs" train_variant "${variant_jobs[@]}" || exit 1
+  run_jobs "$jobs" "$output_dir/logs" train_variant "${default_jobs[@]}"
+  run_jobs "$jobs" "$output_dir/logs" train_variant "${variant_jobs[@]}"
 fi
 
 # The reports: per phase, and the last phase as Table 1 with the paired differences.

@@ -59,9 +59,12 @@
 #   KEY VALUE ...       after the options: config overrides for every run (e.g. SOLVER.MAX_ITER 500)
 # Re-running resumes: a finished run (its metrics.json exists) is skipped, an interrupted one
 # continues from its last checkpoint.
+# Every call that trains appends its wall time to OUTPUT-DIR/calls.log (start, seconds, exit
+# status, command), so a table trained over several calls has its total; each job's time is printed.
 set -euo pipefail
 shopt -s inherit_errexit  # a failing run inside $(...) stops the script
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+call_args=("$@")
 
 benchmark=synthetic
 budget=""
@@ -135,6 +138,7 @@ else
 fi
 lst_config_dir="${lst_config_dir:-$budget_configs/lst}"
 output_dir="${output_dir:-output/table1/$run_name}"
+[ -n "$report_only" ] || record_call_time "$output_dir/calls.log" bash "lst_scripts/table1.sh" "${call_args[@]}"
 lst_dir="${lst_dir:-output/lst/$run_name}"
 if [ -z "$report_dir" ] && [ "$rows" = "$all_rows" ]; then
   report_dir="$report_root"
@@ -298,7 +302,9 @@ run_job() {
     evaluate_fixed_ap "$row" "$seed"
   done
 }
-[ -n "$report_only" ] || run_jobs "$jobs" "$output_dir/logs" run_job "${job_list[@]}" || exit 1
+if [ -z "$report_only" ]; then
+  run_jobs "$jobs" "$output_dir/logs" run_job "${job_list[@]}"
+fi
 
 report_args=()
 for row in "${selected[@]}"; do

@@ -35,9 +35,12 @@
 #   --gpus N            processes per phase through torchrun (default 1)
 #   KEY VALUE ...       after the options: config overrides for every phase of every run
 # Re-running resumes every experiment where it stopped.
+# Every call that trains appends its wall time to OUTPUT-DIR/calls.log (start, seconds, exit
+# status, command), so a table trained over several calls has its total; each job's time is printed.
 set -euo pipefail
 shopt -s inherit_errexit  # a failing run inside $(...) stops the script
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+call_args=("$@")
 
 benchmark=synthetic
 budget=""
@@ -85,6 +88,7 @@ else
 fi
 lst_config_dir="${lst_config_dir:-$budget_configs/lst}"
 output_dir="${output_dir:-output/table3/$run_name}"
+[ -n "$report_only" ] || record_call_time "$output_dir/calls.log" bash "lst_scripts/table3.sh" "${call_args[@]}"
 report_dir="${report_dir:-$report_root}"
 
 source lst_scripts/setup_env.sh
@@ -151,9 +155,9 @@ for pair in $train_grid; do
 done
 if [ -z "$report_only" ]; then
   if [ ${#phase0_jobs[@]} -gt 0 ]; then
-    run_jobs "$jobs" "$output_dir/logs" train_shared_phase0 "${phase0_jobs[@]}" || exit 1
+    run_jobs "$jobs" "$output_dir/logs" train_shared_phase0 "${phase0_jobs[@]}"
   fi
-  run_jobs "$jobs" "$output_dir/logs" train_grid_point "${job_list[@]}" || exit 1
+  run_jobs "$jobs" "$output_dir/logs" train_grid_point "${job_list[@]}"
 fi
 
 report_rows=()

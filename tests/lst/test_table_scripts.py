@@ -2,6 +2,7 @@
 one run per seed and row in folders of their own, two at a time (--jobs 2), cRT from the plain run
 of its seed and the ablations from the default chain's phase 0, resumed when finished, and tables
 whose mean and spread are those of the per-seed metrics files."""
+import datetime
 import json
 import os
 import subprocess
@@ -86,6 +87,29 @@ def test_table1_seeds_gives_the_mean_and_std_of_the_per_seed_runs(workspace):
     partial = subprocess.run(third_seed, env=workspace["env"], capture_output=True, text=True, timeout=900)
     assert partial.returncode == 0, partial.stdout[-3000:] + partial.stderr[-3000:]
     assert "Baseline (Mask R-CNN) (2 of 3 seeds)" in partial.stdout and not (out / "runs" / "plain_seed2").exists()
+
+    # the three calls that trained logged their wall times (the report-only call did not), each
+    # job's time was printed
+    assert "plain+crt_seed0 done in" in first.stderr and "this call took" in first.stderr
+    calls = [line.split("\t") for line in (out / "runs" / "calls.log").read_text().splitlines()]
+    assert [fields[2] for fields in calls] == ["exit 0"] * 3
+    assert ["--only-seeds 1" in fields[3] for fields in calls] == [True, False, False]
+    assert all(fields[3].startswith("bash lst_scripts/table1.sh ") and "--rows plain,crt --seeds 2" in fields[3]
+               for fields in calls)
+    starts = [datetime.datetime.strptime(fields[0], "%Y-%m-%dT%H:%M:%SZ") for fields in calls]
+    seconds = [int(fields[1].removesuffix(" s")) for fields in calls]
+    assert starts == sorted(starts) and all(s >= 0 for s in seconds)
+    assert starts[0] + datetime.timedelta(seconds=seconds[0]) <= starts[1] + datetime.timedelta(seconds=1)
+
+
+def test_a_call_that_fails_logs_its_exit_status(workspace, tmp_path):
+    result = subprocess.run(["bash", os.path.join(REPO_ROOT, "lst_scripts", "table1.sh"), "--rows", "plain",
+                             "--config-prefix", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "runs"),
+                             "--no-fixed-ap"], env=workspace["env"], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    [call] = [line.split("\t") for line in (tmp_path / "runs" / "calls.log").read_text().splitlines()]
+    assert call[2] == "exit {}".format(result.returncode)
+    assert "(exit {}; logged in {})".format(result.returncode, tmp_path / "runs" / "calls.log") in result.stderr
 
 
 @pytest.mark.parametrize("script", ["table1.sh", "table3.sh", "ablations.sh"])
