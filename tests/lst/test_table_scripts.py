@@ -102,11 +102,18 @@ def test_table1_seeds_gives_the_mean_and_std_of_the_per_seed_runs(workspace):
     assert starts[0] + datetime.timedelta(seconds=seconds[0]) <= starts[1] + datetime.timedelta(seconds=1)
 
 
-def test_a_call_that_fails_logs_its_exit_status(workspace, tmp_path):
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_failing_training_stops_its_job_and_the_call_which_logs_its_exit_status(workspace, tmp_path, jobs):
     result = subprocess.run(["bash", os.path.join(REPO_ROOT, "lst_scripts", "table1.sh"), "--rows", "plain",
                              "--config-prefix", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "runs"),
-                             "--no-fixed-ap"], env=workspace["env"], capture_output=True, text=True, timeout=300)
+                             "--no-fixed-ap", "--jobs", jobs], env=workspace["env"], capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode != 0
+    output = result.stderr if jobs == "1" else (tmp_path / "runs" / "logs" / "plain.log").read_text()
+    assert "missing.yaml does not exist" in output and "plain: finished" not in output
+    assert "## Table 1" not in result.stdout  # no report after a failed job
+    if jobs == "2":
+        assert "[table1] plain failed (exit 1) after" in result.stderr
     [call] = [line.split("\t") for line in (tmp_path / "runs" / "calls.log").read_text().splitlines()]
     assert call[2] == "exit {}".format(result.returncode)
     assert "(exit {}; logged in {})".format(result.returncode, tmp_path / "runs" / "calls.log") in result.stderr
