@@ -10,9 +10,12 @@
                                                              # has none): "copied" or "not copied"
 
 FILE is dir, config, log, model_init, model_final, replay_plan, replay_balance, generator or
-metrics (the phase's evaluation; an error before it exists).
+metrics (the phase's evaluation; an error before it exists). Paths are printed as OUT was given:
+relative to the working folder when OUT is relative (so that the tables written from the
+repository name their runs output/..., whatever the checkout's path), absolute otherwise.
 """
 import argparse
+import os
 import sys
 
 from maskrcnn_benchmark.lst.experiment import Experiment
@@ -44,15 +47,19 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     experiment = Experiment(args.experiment_dir)
+
+    def shown(path):
+        return path if os.path.isabs(args.experiment_dir) else os.path.relpath(path)
+
     try:
         if args.command == "last-phase":
             print(experiment.last_phase)
             return 0
         if args.command == "final-metrics":
-            print(experiment.final_metrics_file)
+            print(shown(experiment.final_metrics_file))
             return 0
         if args.command == "final-dir":
-            print(experiment.final_phase_dir)
+            print(shown(experiment.final_phase_dir))
             return 0
         if args.command == "share-phase0":
             print("copied" if experiment.share_phase0(args.base) else "not copied")
@@ -65,9 +72,9 @@ def main(argv=None):
             if metrics is None:
                 raise ValueError("phase {} of {} has not been evaluated yet ({} holds no metrics.json)".format(
                     args.phase, experiment.root, files.inference_dir))
-            print(metrics)
+            print(shown(metrics))
         else:
-            print(getattr(files, args.file))
+            print(shown(getattr(files, args.file)))
     except ValueError as error:
         sys.exit("lst_experiment.py: error: {}".format(error))
     return 0

@@ -122,8 +122,9 @@ def test_incremental_phase_killed_mid_way_resumes_to_the_same_weights(workspace,
 
 def test_run_phases_chains_every_step_and_resumes(workspace):
     experiment = workspace["dir"] / "run_phases"
+    # named relative to the repository, where the script runs, as in the README's commands
     command = ["bash", os.path.join(REPO_ROOT, "lst_scripts", "run_phases.sh"), "--config-dir", TEST_LST_CONFIGS,
-               "--output-dir", str(experiment), "PATHS_CATALOG", workspace["catalog"]]
+               "--output-dir", os.path.relpath(experiment, REPO_ROOT), "PATHS_CATALOG", workspace["catalog"]]
     first = subprocess.run(command, env=workspace["env"], capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "| phase | #classes |" in first.stdout  # the table is printed at the end
