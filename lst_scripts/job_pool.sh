@@ -54,13 +54,11 @@ run_jobs() {
 # Waits for one of run_jobs' background jobs, says which ended, how and after how long; returns
 # its exit status.
 wait_for_a_job() {
-  local pid status=0
+  local pid status=0 outcome
   wait -n -p pid || status=$?
-  if [ "$status" = 0 ]; then
-    echo "[$(basename "$0" .sh)] ${job_name[$pid]} done in $(format_duration $((SECONDS - job_start[$pid])))" >&2
-  else
-    echo "[$(basename "$0" .sh)] ${job_name[$pid]} failed (exit $status) after $(format_duration $((SECONDS - job_start[$pid])))" >&2
-  fi
+  outcome="done in"
+  [ "$status" = 0 ] || outcome="failed (exit $status) after"
+  echo "[$(basename "$0" .sh)] ${job_name[$pid]} $outcome $(format_duration $((SECONDS - job_start[$pid])))" >&2
   return "$status"
 }
 
