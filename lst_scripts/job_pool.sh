@@ -74,7 +74,8 @@ format_duration() {
 # `record_call_time LOG COMMAND...`: when the script exits, appends a line to LOG (a tab-separated
 # calls.log: the UTC time the call started, its wall time in seconds from the script's start, its
 # exit status, the command) and prints the wall time. A table spread over several calls (one
-# resuming another) took the sum of their times.
+# resuming another) took the sum of their times. A call stopped by Ctrl-C or by SIGTERM to its
+# process group (`kill -- -PGID`: the trainings too) logs exit 130 or 143.
 record_call_time() {
   call_time_log="$1"
   shift
@@ -89,6 +90,8 @@ record_call_time() {
   done
   call_time_started=$(date -u -d "@$(( $(date +%s) - SECONDS ))" +%Y-%m-%dT%H:%M:%SZ)
   trap 'log_call_time $?' EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
 }
 
 log_call_time() {

@@ -2,9 +2,11 @@
 one run per seed and row in folders of their own, two at a time (--jobs 2), cRT from the plain run
 of its seed and the ablations from the default chain's phase 0, resumed when finished, and tables
 whose mean and spread are those of the per-seed metrics files."""
+import contextlib
 import datetime
 import json
 import os
+import signal
 import subprocess
 
 import numpy as np
@@ -117,6 +119,30 @@ def test_a_failing_training_stops_its_job_and_the_call_which_logs_its_exit_statu
     [call] = [line.split("\t") for line in (tmp_path / "runs" / "calls.log").read_text().splitlines()]
     assert call[2] == "exit {}".format(result.returncode)
     assert "(exit {}; logged in {})".format(result.returncode, tmp_path / "runs" / "calls.log") in result.stderr
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_call_stopped_by_a_signal_logs_its_time_and_the_signal(tmp_path, sig, status):
+    """Ctrl-C (SIGINT to the process group) or SIGTERM to it: calls.log still gets the call's line."""
+    script = tmp_path / "call.sh"
+    script.write_text("source {}\nrecord_call_time {} bash table.sh --seeds 3\nsleep 600 > /dev/null 2>&1 &\n"
+                      "echo ready\nwait\n".format(os.path.join(REPO_ROOT, "lst_scripts", "job_pool.sh"),
+                                                  tmp_path / "runs" / "calls.log"))
+    call = subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        assert call.stdout.readline() == "ready\n"
+        while subprocess.run(["pgrep", "-g", str(call.pid), "-x", "sleep"], capture_output=True).returncode:
+            pass  # the job is a forked shell until it execs sleep: a signal then would run the call's traps twice
+        os.killpg(call.pid, sig)
+        _, stderr = call.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # a job that ignored the signal
+            os.killpg(call.pid, signal.SIGKILL)
+    assert call.returncode == status
+    [line] = (tmp_path / "runs" / "calls.log").read_text().splitlines()
+    assert line.split("\t")[2:] == ["exit {}".format(status), "bash table.sh --seeds 3"]
+    assert "(exit {}; logged in".format(status) in stderr
 
 
 @pytest.mark.parametrize("script", ["table1.sh", "table3.sh", "ablations.sh"])
