@@ -99,6 +99,45 @@ def test_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(work
     assert max_weight_difference(final["model"], load_checkpoint(trained / "model_final.pth")["model"]) <= 1e-6
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, workers", [(signal.SIGTERM, 0), (signal.SIGINT, 1)])
+def test_run_stopped_by_a_signal_saves_its_iteration_and_resumes(workspace, trained, sig, workers):
+    """SIGTERM or Ctrl-C (SIGINT to the whole process group, data-loading worker included) while
+    training: a checkpoint of the iteration it was in, the signal's exit status, and a rerun that
+    finishes; with no workers the random draws resume exactly, to the uninterrupted weights."""
+    output_dir = workspace["dir"] / "stopped_by_{}".format(sig.name)
+    args = train_args(workspace, output_dir, "SOLVER.CHECKPOINT_PERIOD", 100, "DATALOADER.NUM_WORKERS", workers)
+    process = subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py"), *map(str, args)],
+                               env=workspace["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        log = output_dir / "log.txt"
+        while process.poll() is None and time.time() < deadline and not (
+                log.exists() and "Start training" in log.read_text()):
+            time.sleep(0.01)
+        os.killpg(process.pid, sig)
+        _, stderr = process.communicate(timeout=240)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + sig, stderr[-3000:]
+    tagged = (output_dir / "last_checkpoint").read_text().strip()
+    stopped_at = load_checkpoint(output_dir / tagged)["iteration"]
+    assert tagged == "model_{:07d}.pth".format(stopped_at) and 1 <= stopped_at < 8
+    assert "train_net.py: stopped by {} after iteration {}; saved {}: rerun the same command to resume".format(
+        sig.name, stopped_at, output_dir / tagged) in stderr
+    assert not (output_dir / "model_final.pth").exists()
+
+    resumed = run_tool("train_net.py", args, workspace["env"])
+    check_ran(resumed)
+    assert "Loading checkpoint from {}".format(output_dir / tagged) in resumed.stdout
+    final = load_checkpoint(output_dir / "model_final.pth")
+    assert final["iteration"] == 8
+    if workers == 0:
+        assert max_weight_difference(final["model"], load_checkpoint(trained / "model_final.pth")["model"]) <= 1e-6
+
+
 def train_seeded(workspace, output_dir, *opts, config_file=TINY_CONFIG):
     """3 iterations of the tiny model in an environment that seeds nothing itself (no
     TORCH_DETECTRON_ENV_MODULE): the weights depend on SEED alone. Returns the final state dict."""

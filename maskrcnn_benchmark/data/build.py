@@ -27,6 +27,7 @@ import torch.utils.data
 from maskrcnn_benchmark.utils.comm import get_rank, get_world_size
 from maskrcnn_benchmark.utils.miscellaneous import save_labels
 from maskrcnn_benchmark.utils.registry import Registry
+from maskrcnn_benchmark.utils.stop_request import leave_stop_signals_to_the_main_process
 
 from . import datasets as D
 from . import samplers
@@ -321,6 +322,8 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0, is_
                 dataset,
                 num_workers=cfg.DATALOADER.NUM_WORKERS,
                 batch_sampler=batch_sampler,
+                # Ctrl-C reaches the workers too; the trainer stops after a checkpoint, they with it
+                worker_init_fn=leave_stop_signals_to_the_main_process if is_train else None,
                 collate_fn=BatchCollator(cfg.DATALOADER.SIZE_DIVISIBILITY),
             )
         )

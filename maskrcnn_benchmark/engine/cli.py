@@ -18,6 +18,7 @@ from maskrcnn_benchmark.config.value_checks import check_value_ranges
 from maskrcnn_benchmark.data.catalog import load_dataset_catalog
 from maskrcnn_benchmark.data.datasets.annotation_checks import AnnotationError
 from maskrcnn_benchmark.data.datasets.evaluation.lvis.results_file import EvaluationInputError
+from maskrcnn_benchmark.utils.stop_request import TrainingStopped
 from maskrcnn_benchmark.utils.collect_env import collect_env_info
 from maskrcnn_benchmark.utils.comm import synchronize
 from maskrcnn_benchmark.utils.model_serialization import CheckpointFileError
@@ -29,11 +30,15 @@ INPUT_ERRORS = (AnnotationError, CheckpointFileError, EvaluationInputError, Floa
 
 
 def run_tool_main(main, tool_name):
-    """Run a tool's ``main()``; an INPUT_ERRORS error ends the process with one line on stderr."""
+    """Run a tool's ``main()``; an INPUT_ERRORS error ends the process with one line on stderr, and
+    training stopped by a signal (after its checkpoint) with one line and the signal's exit status."""
     try:
         return main()
     except INPUT_ERRORS as error:
         sys.exit("{}: error: {}".format(tool_name, error))
+    except TrainingStopped as stop:
+        print("{}: {}".format(tool_name, stop), file=sys.stderr)
+        sys.exit(stop.exit_status)
 
 
 def add_common_arguments(parser):

@@ -15,6 +15,8 @@ Additions to upstream:
   of the broken state is written;
 * a batch with an image without annotations is skipped (no step), as upstream, but the
   iteration still counts for checkpoints and ``model_final``;
+* Ctrl-C or SIGTERM stops training after the current iteration with a checkpoint of it
+  (``TrainingStopped``, utils/stop_request.py), so that nothing trained is lost;
 * checkpoints carry every process's random-number-generator states (``rng_states``); resuming
   restores them, so with DATALOADER.NUM_WORKERS 0 a resumed run takes exactly the random draws
   (flips, sampled anchors and RoIs) of an uninterrupted one. The data order itself is resumed
@@ -25,6 +27,7 @@ import datetime
 import logging
 import os
 import random
+import signal
 import time
 
 import numpy as np
@@ -33,6 +36,7 @@ import torch.distributed as dist
 
 from maskrcnn_benchmark.utils.comm import gather, get_rank, get_world_size, is_main_process, reduce_dict, synchronize
 from maskrcnn_benchmark.utils.metric_logger import MetricLogger
+from maskrcnn_benchmark.utils.stop_request import StopRequests, TrainingStopped
 
 from .inference import inference, iou_types_of
 from .mixed_precision import autocast
@@ -296,6 +300,8 @@ class Trainer:
         self.writer = None
         self.lr = optimizer.param_groups[0]["lr"]
         self._hooks = []
+        self._stop_requests = StopRequests(self.logger)
+        self._saved = (None, "")  # the iteration and name of the last checkpoint saved
 
     def register_hooks(self, hooks):
         """Append ``hooks`` (HookBase); they run in registration order."""
@@ -319,6 +325,7 @@ class Trainer:
         checkpointer's extra checkpointables named in ``skip`` are left out."""
         rng_states = gather(capture_rng_state())
         self.checkpointer.save(name, skip=skip, **self.arguments, rng_states=rng_states)
+        self._saved = (self.iter, name)
 
     def eta_string(self):
         if "time" not in self.meters.meters:
@@ -330,8 +337,15 @@ class Trainer:
         """Run the iterations left, then the hooks' after_train.
 
         Raises FloatingPointError when a loss becomes infinite or NaN (no step is taken and no
-        checkpoint is written for that iteration).
+        checkpoint is written for that iteration), and TrainingStopped after SIGINT or SIGTERM
+        (with a checkpoint of the last iteration run).
         """
+        with self._stop_requests:
+            self._train()
+            if self._stop_requested():  # during the last iteration or after_train: model_final is saved
+                self._stop()
+
+    def _train(self):
         self.logger.info("Start training")
         check_start_iteration(self.start_iter, self.max_iter, self.cfg.OUTPUT_DIR, self.logger)
         rng_states = self.arguments.pop("rng_states", None)
@@ -382,6 +396,23 @@ class Trainer:
                                            _max_memory_mb(self.device)))
             for hook in self._hooks:
                 hook.after_step()
+            if self.iter < self.max_iter and self._stop_requested():
+                self._stop()
+
+    def _stop_requested(self):
+        """True when any process has received SIGINT or SIGTERM (a collective)."""
+        return any_process(self._stop_requests.signum is not None, self.device)
+
+    def _stop(self):
+        """Save this iteration (unless saved, or none ran) and raise TrainingStopped."""
+        if self._saved[0] != self.iter and self.iter > self.start_iter:
+            self.save_checkpoint(f"model_{self.iter:07d}")
+        save_dir = self.checkpointer.save_dir
+        checkpoint_file = ""
+        if save_dir:
+            checkpoint_file = os.path.join(save_dir, self._saved[1] + ".pth") if self._saved[1] \
+                else self.checkpointer.get_checkpoint_file()
+        raise TrainingStopped(self._stop_requests.signum or signal.SIGTERM, self.iter, checkpoint_file)
 
     def _log_losses(self, loss_dict, batch_time, data_time):
         loss_dict_reduced = reduce_loss_dict({k: v.detach() for k, v in loss_dict.items()})
