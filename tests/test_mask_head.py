@@ -1,6 +1,8 @@
 """Mask head: Detectron-style mask targets against pycocotools, the mask loss, mask selection,
 and the Masker paste (a hand-computed golden case, torchvision's paste_masks_in_image and
 F.interpolate)."""
+import copy
+
 import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
@@ -265,3 +267,30 @@ def test_mask_head_training_and_inference():
     with torch.no_grad():
         _, results, losses = head(features, [_detections([1, 5])])
     assert losses == {} and results[0].get_field("mask").shape == (2, 1, M, M)
+
+
+def test_mask_head_computing_only_the_own_class_channel_changes_no_loss_gradient_or_mask():
+    """The predictor given the RoIs' labels (what the head does) against all NUM_CLASSES channels
+    (a predictor without ``labels``, as one registered by a user)."""
+    torch.manual_seed(0)
+    cfg = default_cfg.clone()
+    cfg.merge_from_list(["MODEL.ROI_MASK_HEAD.FEATURE_EXTRACTOR", "MaskRCNNFPNFeatureExtractor",
+                         "MODEL.ROI_MASK_HEAD.CONV_LAYERS", (8, 8), "MODEL.ROI_MASK_HEAD.RESOLUTION", M,
+                         "MODEL.ROI_MASK_HEAD.SHARE_BOX_FEATURE_EXTRACTOR", False, "MODEL.ROI_BOX_HEAD.NUM_CLASSES", 6])
+    own_class = build_roi_mask_head(cfg, 4).train()
+    all_classes = copy.deepcopy(own_class)
+    all_classes._predictor_takes_labels = False
+    features = [torch.randn(1, 4, 10, 13)]
+    proposals = BoxList([[22.0, 27.0, 108.0, 118.0], [5.0, 5.0, 15.0, 15.0], [30.0, 20.0, 90.0, 100.0]],
+                        (WIDTH, HEIGHT))
+    proposals.add_field("labels", torch.tensor([3, 0, 3]))
+    losses = [head(features, [proposals], [_targets()])[2]["loss_mask"] for head in (own_class, all_classes)]
+    assert torch.allclose(losses[0], losses[1], atol=1e-6)
+    for loss in losses:
+        loss.backward()
+    for (name, a), b in zip(own_class.named_parameters(), all_classes.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), name
+    with torch.no_grad():
+        masks = [head.eval()(features, [_detections([1, 5, 2])])[1][0].get_field("mask")
+                 for head in (own_class, all_classes)]
+    assert masks[0].shape == (3, 1, M, M) and torch.allclose(masks[0], masks[1], atol=1e-6)

@@ -42,6 +42,20 @@ def test_registered_mask_predictors_return_one_channel_per_class():
         assert out.shape[1] == cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES, name
 
 
+@pytest.mark.parametrize("predictor_class", [MaskRCNNC4Predictor, MaskRCNNConv1x1Predictor])
+def test_mask_predictor_given_labels_gives_their_channels_of_the_full_logits(predictor_class):
+    torch.manual_seed(0)
+    predictor = predictor_class(default_cfg, IN_CHANNELS)
+    torch.nn.init.normal_(predictor.mask_fcn_logits.bias)  # initialised to zero
+    x = torch.rand(5, IN_CHANNELS, 14, 14)
+    labels = torch.tensor([3, 80, 0, 3, 17])
+    own = predictor(x, labels=labels)
+    full = predictor(x)
+    assert own.shape == (5, 1) + full.shape[2:]
+    assert torch.allclose(own[:, 0], full[torch.arange(5), labels], atol=1e-5)
+    assert predictor(x[:0], labels=labels[:0]).shape == (0, 1) + full.shape[2:]
+
+
 def test_mask_predictor_resolutions():
     x = torch.rand(3, IN_CHANNELS, 14, 14)
     assert MaskRCNNC4Predictor(default_cfg, IN_CHANNELS)(x).shape == (3, 81, 28, 28)

@@ -1,4 +1,4 @@
-"""Speed of the two post-processing steps that LVIS inference waits on, each against the reference
+"""Speed of the post-processing steps that LVIS inference waits on, each against the reference
 it replaces, in one run:
 
 * mask pasting: R-50-FPN inference (random weights, score threshold 0 so that every image has 100
@@ -9,11 +9,17 @@ it replaces, in one run:
 * per-class NMS: the box post-processor alone (softmax, decoding, score threshold 0.0 as in the
   LST phases, NMS 0.5, 100 detections) on 1,000 proposals at 65, 431 and 1,231 classes, with the
   batched NMS (one _C.batched_nms call, the default) against upstream's loop over the classes.
+* class-specific mask logits: the mask predictor (MaskRCNNC4Predictor) and post-processor on the
+  detections' mask-head features, computing only each detection's own class channel (the
+  predictor given the labels, the default) against all NUM_CLASSES channels, then picking one
+  (upstream); at the synthetic benchmark's Fixed AP evaluation (2,400 detections of a batch of 8
+  images, 64 channels, 65 classes) and at one LVIS image (300 detections, 256 channels, 1,231
+  classes). The largest difference of the two masks' probabilities is printed too.
 
 Prints markdown tables of median wall-clock seconds over ``--repeats`` runs after ``--warmup``
 (the two variants alternate) and new / reference of the medians.
 
-    python tools/benchmarks/bench_postprocess.py [--device cpu|cuda] [--parts paste nms]
+    python tools/benchmarks/bench_postprocess.py [--device cpu|cuda] [--parts paste nms mask]
         [--size 800x1067] [--classes 65 431 1231] [--repeats 3] [--warmup 1] [--threads 1]
 """
 import argparse
@@ -32,7 +38,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_model import benchmark_device, build_ours, make_inputs, parse_size  # noqa: E402
 
 from maskrcnn_benchmark.modeling.roi_heads.box_head.inference import PostProcessor  # noqa: E402
-from maskrcnn_benchmark.modeling.roi_heads.mask_head.inference import BatchedMasker, Masker  # noqa: E402
+from maskrcnn_benchmark.config import cfg as default_cfg  # noqa: E402
+from maskrcnn_benchmark.modeling.roi_heads.mask_head.inference import (  # noqa: E402
+    BatchedMasker,
+    Masker,
+    MaskPostProcessor,
+)
+from maskrcnn_benchmark.modeling.roi_heads.mask_head.roi_mask_predictors import MaskRCNNC4Predictor  # noqa: E402
 from maskrcnn_benchmark.structures.bounding_box import BoxList  # noqa: E402
 from maskrcnn_benchmark.structures.boxlist_ops import boxlist_nms, cat_boxlist  # noqa: E402
 
@@ -137,10 +149,45 @@ def bench_nms(args, device):
             num_classes, new, reference, new / reference, "yes" if same else "NO"), flush=True)
 
 
+MASK_CASES = (  # (name, detections, mask-head channels, classes with background)
+    ("synthetic Fixed AP batch", 2400, 64, 65),
+    ("LVIS image", 300, 256, 1231),
+)
+
+
+def bench_mask_logits(args, device):
+    print("\nMask predictor + post-processor (14x14 features to 28x28 masks, no pasting)")
+    print("| case | detections | channels | classes | own class (s) | all classes (s) | own / all | max prob diff |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    post_processor = MaskPostProcessor()
+    for name, detections, channels, num_classes in MASK_CASES:
+        cfg = default_cfg.clone()
+        cfg.merge_from_list(["MODEL.ROI_BOX_HEAD.NUM_CLASSES", num_classes,
+                             "MODEL.ROI_MASK_HEAD.CONV_LAYERS", (channels,) * 4])
+        generator = torch.Generator().manual_seed(0)
+        predictor = MaskRCNNC4Predictor(cfg, channels).to(device).eval()
+        features = torch.rand(detections, channels, 14, 14, generator=generator).to(device)
+        boxes = BoxList(torch.tensor([[10.0, 10.0, 60.0, 50.0]]).repeat(detections, 1), (200, 200)).to(device)
+        boxes.add_field("labels", torch.randint(1, num_classes, (detections,), generator=generator).to(device))
+        labels = boxes.get_field("labels")
+
+        def own_class():
+            return post_processor(predictor(features, labels=labels), [boxes])[0].get_field("mask")
+
+        def all_classes():
+            return post_processor(predictor(features), [boxes])[0].get_field("mask")
+
+        with torch.no_grad():
+            difference = (own_class() - all_classes()).abs().max().item()
+            own, reference = median_seconds([own_class, all_classes], args.warmup, args.repeats, device)
+        print("| {} | {} | {} | {} | {:.3f} | {:.3f} | {:.2f} | {:.1e} |".format(
+            name, detections, channels, num_classes, own, reference, own / reference, difference), flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--parts", nargs="+", choices=("paste", "nms"), default=["paste", "nms"])
+    parser.add_argument("--parts", nargs="+", choices=("paste", "nms", "mask"), default=["paste", "nms", "mask"])
     parser.add_argument("--size", type=parse_size, default=(800, 1067), help="image size as HEIGHTxWIDTH")
     parser.add_argument("--classes", nargs="+", type=int, default=[65, 431, 1231],
                         help="class counts, background included, of the NMS part")
@@ -157,6 +204,8 @@ def main():
         bench_paste(args, device)
     if "nms" in args.parts:
         bench_nms(args, device)
+    if "mask" in args.parts:
+        bench_mask_logits(args, device)
 
 
 if __name__ == "__main__":

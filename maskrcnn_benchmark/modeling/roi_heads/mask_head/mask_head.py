@@ -1,4 +1,6 @@
 """The mask head: feature extractor + predictor, with its loss and post-processor."""
+import inspect
+
 import torch
 
 from maskrcnn_benchmark.structures.bounding_box import BoxList
@@ -48,6 +50,8 @@ class ROIMaskHead(torch.nn.Module):
         self.cfg = cfg.clone()
         self.feature_extractor = make_roi_mask_feature_extractor(cfg, in_channels)
         self.predictor = make_roi_mask_predictor(cfg, self.feature_extractor.out_channels)
+        # the predictors here compute only each RoI's own class channel when given its labels
+        self._predictor_takes_labels = "labels" in inspect.signature(self.predictor.forward).parameters
         self.post_processor = make_roi_mask_post_processor(cfg)
         self.loss_evaluator = make_roi_mask_loss_evaluator(cfg)
 
@@ -75,14 +79,16 @@ class ROIMaskHead(torch.nn.Module):
             x = features[torch.cat(positive_inds, dim=0)]
         else:
             x = self.feature_extractor(features, proposals)
+        labels = torch.cat([p.get_field("labels") for p in proposals]) if proposals else None
         if self.cfg.MODEL.ROI_MASK_HEAD.USE_BBOX2MASK:
             if class_weights is None:
                 raise ValueError(
                     "MODEL.ROI_MASK_HEAD.USE_BBOX2MASK needs the transferred class weights: call "
                     "the mask head with class_weights=bbox2mask(cls_score.weight)"
                 )
-            labels = torch.cat([p.get_field("labels") for p in proposals]) if proposals else None
             mask_logits = self.predictor(x, class_weights, labels)
+        elif self._predictor_takes_labels:
+            mask_logits = self.predictor(x, labels=labels)
         else:
             mask_logits = self.predictor(x)
 

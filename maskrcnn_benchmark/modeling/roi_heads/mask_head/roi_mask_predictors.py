@@ -1,9 +1,14 @@
 """Mask predictors: per-class mask logits.
 
-All return (R, NUM_CLASSES, h', w') logits. Weights: Kaiming normal (fan_out, relu; Caffe2's
-MSRAFill), zero biases. The upstream predictors are registered in ``registry.ROI_MASK_PREDICTOR``;
-LST's MaskXRCNNC4Predictor needs the transferred class weights at call time, so it is not a
-registry entry: MODEL.ROI_MASK_HEAD.USE_BBOX2MASK selects it (as in the authors' code).
+All return (R, NUM_CLASSES, h', w') logits, or, given the RoIs' ``labels``, (R, 1, h', w'): only
+the channel of each RoI's own class, which is all the loss and the post-processor read (the same
+values, computed for one class instead of NUM_CLASSES: at test time, with thousands of
+detections per image, the class-specific 1x1 conv was most of the mask head's time). Weights:
+Kaiming normal (fan_out, relu; Caffe2's MSRAFill), zero biases. The upstream predictors are
+registered in ``registry.ROI_MASK_PREDICTOR`` (a registered predictor whose forward takes no
+``labels`` gets all the channels); LST's MaskXRCNNC4Predictor needs the transferred class weights
+at call time, so it is not a registry entry: MODEL.ROI_MASK_HEAD.USE_BBOX2MASK selects it (as in
+the authors' code).
 """
 import logging
 
@@ -13,6 +18,18 @@ from torch.nn import functional as F
 
 from maskrcnn_benchmark.layers import Conv2d, ConvTranspose2d
 from maskrcnn_benchmark.modeling import registry
+
+
+def class_channel_logits(x, weight, bias, labels):
+    """A 1x1 conv with ``weight`` (C, M, 1, 1) and ``bias`` (C,) or None on ``x`` (R, M, h, w):
+    (R, C, h, w) logits, or with ``labels`` (R,) int64 only channel labels[r] of RoI r:
+    (R, 1, h, w)."""
+    if labels is None:
+        return F.conv2d(x, weight, bias)
+    logits = torch.einsum("rmhw,rm->rhw", x, weight[labels, :, 0, 0])
+    if bias is not None:
+        logits = logits + bias[labels, None, None]
+    return logits[:, None]
 
 
 def _init_msra(module):
@@ -26,7 +43,8 @@ def _init_msra(module):
 @registry.ROI_MASK_PREDICTOR.register("MaskRCNNC4Predictor")
 class MaskRCNNC4Predictor(nn.Module):
     """2x2 stride-2 transposed conv to CONV_LAYERS[-1] channels + ReLU ("conv5_mask"), then a
-    1x1 conv to NUM_CLASSES logits ("mask_fcn_logits"): (R, C, h, w) -> (R, NUM_CLASSES, 2h, 2w).
+    1x1 conv to NUM_CLASSES logits ("mask_fcn_logits"): (R, C, h, w) -> (R, NUM_CLASSES, 2h, 2w),
+    or (R, 1, 2h, 2w) given the RoIs' (R,) ``labels`` (each RoI's own class).
     """
 
     def __init__(self, cfg, in_channels):
@@ -37,15 +55,15 @@ class MaskRCNNC4Predictor(nn.Module):
         self.mask_fcn_logits = Conv2d(dim_reduced, num_classes, 1, 1, 0)
         _init_msra(self)
 
-    def forward(self, x):
+    def forward(self, x, labels=None):
         x = F.relu(self.conv5_mask(x))
-        return self.mask_fcn_logits(x)
+        return class_channel_logits(x, self.mask_fcn_logits.weight, self.mask_fcn_logits.bias, labels)
 
 
 @registry.ROI_MASK_PREDICTOR.register("MaskRCNNConv1x1Predictor")
 class MaskRCNNConv1x1Predictor(nn.Module):
     """A 1x1 conv to NUM_CLASSES logits ("mask_fcn_logits"):
-    (R, C, h, w) -> (R, NUM_CLASSES, h, w)."""
+    (R, C, h, w) -> (R, NUM_CLASSES, h, w), or (R, 1, h, w) given the RoIs' (R,) ``labels``."""
 
     def __init__(self, cfg, in_channels):
         super(MaskRCNNConv1x1Predictor, self).__init__()
@@ -53,8 +71,8 @@ class MaskRCNNConv1x1Predictor(nn.Module):
         self.mask_fcn_logits = Conv2d(in_channels, num_classes, 1, 1, 0)
         _init_msra(self)
 
-    def forward(self, x):
-        return self.mask_fcn_logits(x)
+    def forward(self, x, labels=None):
+        return class_channel_logits(x, self.mask_fcn_logits.weight, self.mask_fcn_logits.bias, labels)
 
 
 class MaskXRCNNC4Predictor(nn.Module):
@@ -66,8 +84,8 @@ class MaskXRCNNC4Predictor(nn.Module):
     class-agnostic "MLP_mask" = Linear(M * S * S, S * S) (S = RESOLUTION) maps the flattened
     deconv output to one (S, S) mask that is added to every class channel.
     (R, in_channels, S/2, S/2) -> (R, C, S, S), or (R, 1, S, S) when the RoIs' labels are given:
-    only the channel of each RoI's own class, which is all the loss and the post-processor read.
-    Its memory then does not grow with C (1,231 classes on LVIS).
+    only the channel of each RoI's own class; its memory then does not grow with C (1,231 classes
+    on LVIS).
     """
 
     def __init__(self, cfg, in_channels):
@@ -99,10 +117,7 @@ class MaskXRCNNC4Predictor(nn.Module):
                 "function's output), got {}; check that MODEL.ROI_MASK_HEAD.CONV_LAYERS[-1] "
                 "matches bbox2mask".format(x.shape[1], tuple(class_weights.shape))
             )
-        if labels is None:
-            mask_logits = F.conv2d(x, class_weights[:, :, None, None])
-        else:
-            mask_logits = torch.einsum("rmhw,rm->rhw", x, class_weights[labels])[:, None]
+        mask_logits = class_channel_logits(x, class_weights[:, :, None, None], None, labels)
         if self.MLP_mask is not None:
             if tuple(x.shape[2:]) != (self.resolution, self.resolution):
                 raise ValueError(
