@@ -1,6 +1,7 @@
 """tools/train_net.py, tools/test_net.py and tools/demo.py run as command-line programs on the tiny
-CPU config and the LVIS test fixture: checkpoints, exact resumption after a stop or a kill,
-evaluation, config errors and the demo drawing."""
+CPU config and the LVIS test fixture: checkpoints, exact resumption after a stop, a kill or
+Ctrl-C / SIGTERM (which save the iteration they stop at), evaluation, config errors and the demo
+drawing."""
 import importlib.util
 import json
 import os
