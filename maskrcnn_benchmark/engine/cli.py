@@ -18,11 +18,11 @@ from maskrcnn_benchmark.config.value_checks import check_value_ranges
 from maskrcnn_benchmark.data.catalog import load_dataset_catalog
 from maskrcnn_benchmark.data.datasets.annotation_checks import AnnotationError
 from maskrcnn_benchmark.data.datasets.evaluation.lvis.results_file import EvaluationInputError
-from maskrcnn_benchmark.utils.stop_request import TrainingStopped
 from maskrcnn_benchmark.utils.collect_env import collect_env_info
 from maskrcnn_benchmark.utils.comm import synchronize
 from maskrcnn_benchmark.utils.model_serialization import CheckpointFileError
 from maskrcnn_benchmark.utils.seed import draw_seed, saved_seed, seed_all_rng
+from maskrcnn_benchmark.utils.stop_request import TrainingStopped
 
 # Errors whose message already names the file, the record and the fix: a tool exits with that one
 # line instead of a traceback. A non-finite loss (FloatingPointError) says which checkpoint exists.
