@@ -25,6 +25,10 @@
 #   --report-dir DIR    default: <the budget's report folder>/ablations (report/ablations for the
 #                       synthetic 1000-iteration budget)
 #   --report-only       train nothing: write the report from the runs finished so far
+#   --earlier-report D  the report folder of an earlier call (e.g. report/ablations from another
+#                       machine): the per-seed values of its ablations.json and ablations_final.json
+#                       stand in for the runs not finished here (the same variants and seeds), as
+#                       table1.sh's --earlier-table; the tables name them
 #   --jobs N            experiments trained side by side (as table1.sh; logs in OUTPUT-DIR/logs):
 #                       first the default chains, then the variants
 #   --gpus N            processes per phase through torchrun (default 1)
@@ -49,6 +53,7 @@ report_dir=""
 jobs=1
 gpus=1
 report_only=""
+earlier_report=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --lvis) benchmark=lvis; shift ;;
@@ -63,6 +68,7 @@ while [ $# -gt 0 ]; do
     --jobs) jobs="$2"; shift 2 ;;
     --gpus) gpus="$2"; shift 2 ;;
     --report-only) report_only=1; shift ;;
+    --earlier-report) earlier_report="$2"; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "lst_scripts/$(basename "$0")"; exit 0 ;;
     --*) echo "ablations.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) break ;;
@@ -149,7 +155,12 @@ done
 budget_title=""
 [ "$benchmark" = synthetic ] && budget_title=", ${budget:-1000} iterations"
 title="Ablations of LST w/o MWG on $benchmark$budget_title ($(date +%Y-%m-%d))$seeds_title"
-python tools/lst_report.py table1 --name ablations_final "${final_rows[@]}" "${pairs[@]}" \
+earlier_final=() earlier_phases=()
+if [ -n "$earlier_report" ]; then
+  earlier_final=(--earlier-table "$earlier_report/ablations_final.json")
+  earlier_phases=(--earlier-table "$earlier_report/ablations.json")
+fi
+python tools/lst_report.py table1 --name ablations_final "${final_rows[@]}" "${pairs[@]}" "${earlier_final[@]}" \
   --output-dir "$report_dir" --title "$title: the last phase" > /dev/null
-python tools/lst_report.py ablations "${phase_runs[@]}" --output-dir "$report_dir" --title "$title"
+python tools/lst_report.py ablations "${phase_runs[@]}" "${earlier_phases[@]}" --output-dir "$report_dir" --title "$title"
 cat "$report_dir/ablations_final.md"

@@ -26,6 +26,9 @@
 #                       mean ± sample standard deviation over the seeds (default: the config's SEED)
 #   --only-seeds S,...  with --seeds N: train only these of the seeds (the others run in another
 #                       call or on another machine); the report still covers all N
+#   --earlier-table F   a table3.json written before (e.g. report/table3.json from another machine):
+#                       its per-seed values stand in for the runs not finished here (the same grid
+#                       points and seeds), as table1.sh's option; the table names them
 #   --report-dir DIR    default: the budget's report folder (report for the 1000-iteration budget,
 #                       report/budget_3000, report/lvis)
 #   --lst-config-dir D  phase0.yaml and incremental.yaml of every chain (default: the budget's
@@ -53,6 +56,7 @@ only_seeds=""
 jobs=1
 gpus=1
 report_only=""
+earlier_table=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --lvis) benchmark=lvis; shift ;;
@@ -66,6 +70,7 @@ while [ $# -gt 0 ]; do
     --only-seeds) only_seeds="$2"; shift 2 ;;
     --gpus) gpus="$2"; shift 2 ;;
     --report-only) report_only=1; shift ;;
+    --earlier-table) earlier_table="$2"; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "lst_scripts/$(basename "$0")"; exit 0 ;;
     --*) echo "table3.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) break ;;
@@ -178,5 +183,6 @@ done
 
 budget_title=""
 [ "$benchmark" = synthetic ] && budget_title=", ${budget:-1000}-iteration phase schedules"
+[ -n "$earlier_table" ] && report_rows+=(--earlier-table "$earlier_table")
 python tools/lst_report.py table1 --name table3 "${report_rows[@]}" --output-dir "$report_dir" \
   --title "Table 3 on $benchmark$budget_title$seeds_title: base size and phase size (LST w/o MWG, final phase)"

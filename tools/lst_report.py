@@ -25,11 +25,13 @@
         mwg_new_class_ap.md, .json and .png.
 
     python tools/lst_report.py ablations --run "LST=OUT_S0,OUT_S1" --run "KD off=KD_S0,KD_S1" ... \
-        --output-dir DIR [--title "..."]
+        --output-dir DIR [--title "..."] [--earlier-table ABLATIONS_JSON]
         the AP of the old, new and all classes (and AP(0,10), AP) after each phase of every variant
         (lst_scripts/ablations.sh; the paper's Figures 7-8), mean ± sample std over the variant's
         seeds (one experiment folder each, all with the same division); writes DIR/ablations.md,
-        ablations.json and ablations_ap_per_phase.png (a panel per class group, error bars).
+        ablations.json and ablations_ap_per_phase.png (a panel per class group, error bars). As
+        for table1, --earlier-table lends an earlier ablations.json's per-seed values to the runs
+        that have not finished a phase here.
 
 All print the markdown table. Values are mask AP in percent unless stated; "–" is undefined.
 """
@@ -109,6 +111,9 @@ def parse_args(argv=None):
                            help="a variant and its experiment folders, one per seed in seed order (repeatable)")
     ablations.add_argument("--output-dir", required=True, help="folder for ablations.md/.json/_ap_per_phase.png")
     ablations.add_argument("--title", default="Ablations", help="title of the table and plot")
+    ablations.add_argument("--earlier-table", metavar="ABLATIONS_JSON",
+                           help="an ablations.json written before (e.g. on another machine): its per-seed values "
+                           "stand in for the runs that have not finished a phase here (same variants, same seeds)")
     return parser.parse_args(argv)
 
 
@@ -122,7 +127,7 @@ def main(argv=None):
         elif args.command == "phases":
             markdown = write_phase_report(args.phases_dir, args.compare)
         elif args.command == "ablations":
-            markdown = write_ablation_report(args.runs, args.output_dir, args.title)
+            markdown = write_ablation_report(args.runs, args.output_dir, args.title, args.earlier_table)
         else:
             markdown = write_mwg_report(args.with_mwg, args.without_mwg, args.output_dir, args.train_json)
     except ValueError as e:  # ReportInputError, or a malformed phases.json

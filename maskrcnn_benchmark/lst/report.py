@@ -225,13 +225,9 @@ def table1_metrics(entries, fixed_ap=None):
     return TABLE1_METRICS
 
 
-def load_earlier_table(path):
-    """The per-seed values of an earlier table1.json, for runs whose metrics files are elsewhere
-    (another machine, a deleted output folder).
-
-    Returns:
-        dict: model -> {column -> [percent (one decimal) or None, one per seed]}.
-    """
+def _earlier_rows(path, written_by, keys):
+    """The "rows" of an earlier report's JSON file, each checked to have ``keys`` (name -> type)
+    and a "per_seed" dict; ReportInputError naming the file and what it should be otherwise."""
     try:
         with open(path) as f:
             table = json.load(f)
@@ -240,11 +236,36 @@ def load_earlier_table(path):
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ReportInputError("earlier table {}: not valid JSON ({})".format(path, e)) from None
     rows = table.get("rows") if isinstance(table, dict) else None
-    if not isinstance(rows, list) or not all(isinstance(row, dict) and isinstance(row.get("model"), str)
-                                             and isinstance(row.get("per_seed"), dict) for row in rows):
-        raise ReportInputError("earlier table {}: expected the table1.json that lst_report.py table1 writes, "
-                               "with \"rows\" of \"model\" and \"per_seed\"".format(path))
+    keys = dict(keys, per_seed=dict)
+    if not isinstance(rows, list) or not all(
+            isinstance(row, dict) and all(isinstance(row.get(key), kind) for key, kind in keys.items()) for row in rows):
+        raise ReportInputError("earlier table {}: expected the {} that {} writes, with \"rows\" of {}".format(
+            path, *written_by, " and ".join('"{}"'.format(key) for key in keys)))
+    return rows
+
+
+def load_earlier_table(path):
+    """The per-seed values of an earlier table1.json, for runs whose metrics files are elsewhere
+    (another machine, a deleted output folder).
+
+    Returns:
+        dict: model -> {column -> [percent (one decimal) or None, one per seed]}.
+    """
+    rows = _earlier_rows(path, ("table1.json", "lst_report.py table1"), {"model": str})
     return {row["model"]: row["per_seed"] for row in rows}
+
+
+def earlier_row(earlier, model):
+    """The per-seed values of row ``model`` in an earlier table (load_earlier_table), or None: the
+    row of that name or, when there is none, the one row named ``model`` plus a remark in
+    parentheses (table3.sh adds "(phases 0-T)" from a run's division, which a machine without
+    the run cannot know)."""
+    if not earlier:
+        return None
+    if model in earlier:
+        return earlier[model]
+    remarked = [name for name in earlier if name.startswith(model + " (") and name.endswith(")")]
+    return earlier[remarked[0]] if len(remarked) == 1 else None
 
 
 def per_seed_percents(metrics_files, columns=TABLE1_METRICS, earlier=None, fixed_ap_files=None):
@@ -312,7 +333,7 @@ def table1_values(entries, earlier=None, fixed_ap=None):
     table = OrderedDict()
     for model, metrics_files in entries:
         files = _file_list(metrics_files)
-        table[model] = (files,) + per_seed_percents(files, columns, (earlier or {}).get(model),
+        table[model] = (files,) + per_seed_percents(files, columns, earlier_row(earlier, model),
                                                     (fixed_ap or {}).get(model))
     return table
 
@@ -404,21 +425,25 @@ def _model_cell(row):
     return "{} ({} of {} seeds)".format(row["model"], row["runs"], files)
 
 
-def _earlier_runs_note(rows, earlier_table):
-    """The sentence that names the runs whose values come from the earlier table, or None."""
+def _earlier_runs_note(sources, earlier_table, kind="row", runs_are=(
+        "Run i is the row's i-th metrics file, counted from 0 (seed i with the table scripts' --seeds).")):
+    """The sentence that names the runs whose values come from the earlier table, or None.
+
+    ``sources``: name (of a row, or a ``kind`` of row) -> per seed, "earlier table" for a run
+    from it; ``runs_are`` says what run i is."""
     seeds_of_rows = OrderedDict()
-    for row in rows:
-        seeds = tuple(seed for seed, source in enumerate(row["sources"]) if source == "earlier table")
+    for name, row_sources in sources.items():
+        seeds = tuple(seed for seed, source in enumerate(row_sources) if source == "earlier table")
         if seeds:
-            seeds_of_rows.setdefault(seeds, []).append(row["model"])
+            seeds_of_rows.setdefault(seeds, []).append(name)
     if not seeds_of_rows:
         return None
     groups = []
-    for seeds, models in seeds_of_rows.items():
+    for seeds, names in seeds_of_rows.items():
         runs = "run {}".format(seeds[0]) if len(seeds) == 1 else "runs {}".format(", ".join(map(str, seeds)))
-        groups.append("{} of {}".format(runs, "every row" if len(models) == len(rows) else ", ".join(models)))
-    return ("From the earlier table {} (metrics files not found here; values with one decimal): {}. "
-            "Run i is the row's i-th metrics file, counted from 0 (seed i with table1.sh --seeds).".format(earlier_table, "; ".join(groups)))
+        groups.append("{} of {}".format(runs, "every " + kind if len(names) == len(sources) else ", ".join(names)))
+    return "From the earlier table {} (metrics files not found here; values with one decimal): {}. {}".format(
+        earlier_table, "; ".join(groups), runs_are)
 
 
 def table1_markdown(rows, title=None, note=None, comparisons=(), earlier_table=None):
@@ -447,7 +472,7 @@ def table1_markdown(rows, title=None, note=None, comparisons=(), earlier_table=N
     if any(len(row["metrics_files"]) > 1 for row in rows):
         parts.append("A row of n seeds (one run each, the same data) gives the mean ± the sample "
                      "standard deviation (ddof = 1) over its n runs.")
-    earlier_note = _earlier_runs_note(rows, earlier_table)
+    earlier_note = _earlier_runs_note(OrderedDict((row["model"], row["sources"]) for row in rows), earlier_table)
     if earlier_note:
         parts.append(earlier_note)
     if comparisons:
@@ -479,7 +504,8 @@ def write_table1(entries, output_dir, title="Table 1", note=None, name="table1",
         pairs (list[tuple[str, str]]): (model A, model B) rows to compare seed by seed (A - B).
         earlier_table (str or None): a table1.json written before (it may be output_dir's own),
             whose per-seed values stand in for the runs whose metrics file does not exist, row by
-            row (the same model names) and seed by seed (the same seeds in the same order).
+            row (the same model names, see earlier_row) and seed by seed (the same seeds in the
+            same order).
         fixed_ap (list[tuple[str, list[str]]]): (model name, one metrics.json per seed) of Fixed AP
             evaluations of the rows' models (lst_scripts/table1.sh), for those columns.
     """
@@ -631,20 +657,22 @@ def write_phase_report(phases_dir, comparisons=()):
 ABLATION_METRICS = ["AP old", "AP new", "AP all", "AP(0,10)", "AP"]
 
 
-def ablation_rows(runs):
-    """Rows of the ablation table: one per variant and phase.
-
-    Arguments:
-        runs (list[tuple[str, list[str]]]): (variant label, experiment folders, one per seed in
-            seed order); every folder must divide the classes as the first one does.
+def load_earlier_ablations(path):
+    """The per-seed values of an earlier ablations.json, for runs whose experiment folders are
+    elsewhere.
 
     Returns:
-        list[OrderedDict]: "variant", "phase", "seeds" (finished runs of that phase), then per
-        column of ABLATION_METRICS its mean over those runs (percent, one decimal, or None),
-        "std" (column -> sample standard deviation, ddof = 1, two decimals; None below two runs)
-        and "per_seed" (column -> each folder's value, one decimal, None where not finished).
+        dict: (variant, phase) -> {column -> [percent (one decimal) or None, one per seed]}.
     """
-    groups, reference, rows = None, None, []
+    rows = _earlier_rows(path, ("ablations.json", "lst_report.py ablations"), {"variant": str, "phase": int})
+    return {(row["variant"], row["phase"]): row["per_seed"] for row in rows}
+
+
+def _variant_phase_rows(runs):
+    """Per variant of ``runs``, per experiment folder, phase_rows of the folder ([] when it has not
+    started), and the division's groups (None when no folder has started); every folder must
+    divide the classes as the first one does."""
+    groups, reference, variants = None, None, []
     for label, phase_dirs in runs:
         seed_rows = []
         for phases_dir in phase_dirs:
@@ -659,29 +687,74 @@ def ablation_rows(runs):
                 raise ReportInputError("{} divides the classes differently from {} (phases.json groups "
                                        "differ): the ablations must share one division".format(phases_dir, reference))
             seed_rows.append(phase_rows(phases_dir, phases))
-        for phase in range(len(groups or [])):
+        variants.append((label, seed_rows))
+    return variants, groups
+
+
+def ablation_rows(runs, earlier=None):
+    """Rows of the ablation table: one per variant and phase.
+
+    Arguments:
+        runs (list[tuple[str, list[str]]]): (variant label, experiment folders, one per seed in
+            seed order); every folder must divide the classes as the first one does.
+        earlier (dict or None): load_earlier_ablations' values: a run that has not finished a
+            phase here takes that phase's values from it (the same variant labels and seeds).
+
+    Returns:
+        list[OrderedDict]: "variant", "phase", "seeds" (finished runs of that phase), "sources"
+        (per seed: "file", "earlier table" or None), then per column of ABLATION_METRICS its mean
+        over those runs (percent, one decimal, or None), "std" (column -> sample standard
+        deviation, ddof = 1, two decimals; None below two runs) and "per_seed" (column -> each
+        run's value, one decimal, None where not finished).
+    """
+    earlier = earlier or {}
+    variants, groups = _variant_phase_rows(runs)
+    num_phases = len(groups) if groups else 1 + max((phase for _, phase in earlier), default=-1)
+    rows = []
+    for label, seed_rows in variants:
+        for phase in range(num_phases):
             finished = [r[phase] if phase < len(r) and r[phase]["status"] == "finished" else None for r in seed_rows]
-            row = OrderedDict([("variant", label), ("phase", phase), ("seeds", sum(r is not None for r in finished))])
-            statistics = {name: mean_and_std([r[name] if r else None for r in finished]) for name in ABLATION_METRICS}
+            per_seed = OrderedDict((name, [r[name] if r else None for r in finished]) for name in ABLATION_METRICS)
+            sources = ["file" if r else None for r in finished]
+            previous = earlier.get((label, phase), {})
+            for seed in (seed for seed, source in enumerate(sources) if source is None):
+                found = {name: (previous.get(name) or [])[seed] if seed < len(previous.get(name) or []) else None
+                         for name in ABLATION_METRICS}
+                if any(value is not None for value in found.values()):
+                    sources[seed] = "earlier table"
+                    for name, value in found.items():
+                        per_seed[name][seed] = value
+            row = OrderedDict([("variant", label), ("phase", phase), ("seeds", sum(s is not None for s in sources)),
+                               ("sources", sources)])
+            statistics = {name: mean_and_std(column) for name, column in per_seed.items()}
             row.update((name, _rounded(statistics[name][0], 1)) for name in ABLATION_METRICS)
             row["std"] = OrderedDict((name, _rounded(statistics[name][1], 2)) for name in ABLATION_METRICS)
-            row["per_seed"] = OrderedDict((name, [_rounded(r[name], 1) if r else None for r in finished])
-                                          for name in ABLATION_METRICS)
+            row["per_seed"] = OrderedDict((name, [_rounded(v, 1) for v in column]) for name, column in per_seed.items())
             rows.append(row)
     return rows
 
 
-def ablation_markdown(rows, title):
+def ablation_markdown(rows, title, earlier_table=None):
     columns = ["variant", "phase", "seeds"] + ABLATION_METRICS
     cells = [dict({name: _mean_std_cell(row[name], row["std"][name]) for name in ABLATION_METRICS},
                   variant=row["variant"], phase=row["phase"], seeds=row["seeds"]) for row in rows]
-    return "\n\n".join([
+    parts = [
         "## " + title,
         markdown_table(columns, cells),
         "Mask AP (%) after each phase, mean ± sample standard deviation (ddof = 1) over the seeds "
         "that finished the phase; AP old / new / all: classes of earlier phases / of this phase / "
         "all seen so far; {} = undefined or not finished.".format(UNDEFINED),
-    ]) + "\n"
+    ]
+    sources = OrderedDict()  # variant -> per seed, "earlier table" if any phase came from it
+    for row in rows:
+        merged = sources.setdefault(row["variant"], [None] * len(row["sources"]))
+        for seed, source in enumerate(row["sources"]):
+            merged[seed] = merged[seed] or (source if source == "earlier table" else None)
+    note = _earlier_runs_note(sources, earlier_table, "variant", "Run i is the variant's i-th experiment folder "
+                              "(seed i with ablations.sh --seeds).")
+    if note:
+        parts.append(note)
+    return "\n\n".join(parts) + "\n"
 
 
 def plot_ablations(rows, path, title):
@@ -706,13 +779,15 @@ def plot_ablations(rows, path, title):
     _save_figure(figure, path)
 
 
-def write_ablation_report(runs, output_dir, title="Ablations"):
+def write_ablation_report(runs, output_dir, title="Ablations", earlier_table=None):
     """Write output_dir/ablations.md, ablations.json and ablations_ap_per_phase.png from
-    :func:`ablation_rows` of ``runs``; return the markdown."""
-    rows = ablation_rows(runs)
-    markdown = ablation_markdown(rows, title)
+    :func:`ablation_rows` of ``runs`` (and of ``earlier_table``, an ablations.json written before,
+    for the runs not finished here); return the markdown."""
+    rows = ablation_rows(runs, load_earlier_ablations(earlier_table) if earlier_table else None)
+    markdown = ablation_markdown(rows, title, earlier_table)
     atomic_write_text(os.path.join(output_dir, "ablations.md"), markdown)
     atomic_write_json({"title": title, "columns": ABLATION_METRICS, "std": "sample, ddof=1",
+                       "earlier_table": earlier_table,
                        "runs": [{"variant": label, "experiments": list(dirs)} for label, dirs in runs],
                        "rows": rows}, os.path.join(output_dir, "ablations.json"))
     plot_ablations(rows, os.path.join(output_dir, "ablations_ap_per_phase.png"), title)

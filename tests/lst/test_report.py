@@ -14,6 +14,7 @@ from maskrcnn_benchmark.lst.report import (
     PHASE_COLUMNS,
     TABLE1_COLUMNS,
     ReportInputError,
+    earlier_row,
     phase_rows,
     write_ablation_report,
     write_phase_report,
@@ -478,6 +479,67 @@ def test_ablation_report_gives_each_variant_and_phase_mean_and_std_over_its_seed
         "phase_size": 2})
     with pytest.raises(ReportInputError, match="divides the classes differently"):
         write_ablation_report(runs[:1] + [("other", [other])], str(tmp_path / "report2"))
+
+
+def test_ablation_report_takes_the_runs_not_here_from_an_earlier_table(tmp_path):
+    """Seeds 0-1 of every variant reported on another machine, seed 2 run here; then a machine
+    with no run at all: the mean and std over the three against numpy (the earlier values with
+    one decimal), and the phases known from the earlier table alone."""
+    def groups_ap(variant, seed):
+        return {0: {"all": 0.5 + 0.013 * seed},
+                1: {"old": 0.4 - 0.1 * variant + 0.021 * seed, "new": 0.3 + 0.037 * seed, "all": 0.35 + 0.011 * seed},
+                2: {"old": 0.45 - 0.043 * seed, "new": 0.1 + 0.005 * seed, "all": 0.3 - 0.1 * variant + 0.017 * seed},
+                3: {"old": 0.41 + 0.003 * seed, "new": 0.2, "all": 0.31 + 0.007 * seed}}
+
+    def runs(root, seeds_run):
+        variants = []
+        for variant, name in enumerate(("default", "KD off")):
+            dirs = [str(tmp_path / root / "{}_seed{}".format(name, seed)) for seed in range(3)]
+            for seed in seeds_run:
+                make_phases_dir(dirs[seed], range(len(GROUPS)), groups_ap(variant, seed))
+            variants.append((name, dirs))
+        return variants
+
+    write_ablation_report(runs("elsewhere", (0, 1)), str(tmp_path / "earlier"))
+    earlier_table = str(tmp_path / "earlier" / "ablations.json")
+    markdown = write_ablation_report(runs("here", (2,)), str(tmp_path / "report"), earlier_table=earlier_table)
+    with open(tmp_path / "report" / "ablations.json") as f:
+        report = json.load(f)
+    assert report["earlier_table"] == earlier_table
+    rows = {(row["variant"], row["phase"]): row for row in report["rows"]}
+    for (name, phase), row in rows.items():
+        variant = ("default", "KD off").index(name)
+        values = [groups_ap(variant, seed)[phase] for seed in range(3)]
+        assert row["seeds"] == 3 and row["sources"] == ["earlier table", "earlier table", "file"]
+        for group in ("old", "new", "all"):
+            if group not in values[0]:
+                assert row["AP " + group] is None
+                continue
+            percents = [round(100 * v[group], 1) for v in values[:2]] + [100 * values[2][group]]
+            assert row["AP " + group] == pytest.approx(np.mean(percents), abs=0.05 + 1e-9)
+            assert row["std"]["AP " + group] == pytest.approx(np.std(percents, ddof=1), abs=0.005 + 1e-9)
+    assert "From the earlier table {}".format(earlier_table) in markdown
+    assert "runs 0, 1 of every variant" in markdown
+
+    # no run here at all (a fresh machine): the table is the earlier one
+    write_ablation_report(runs("nowhere", ()), str(tmp_path / "fresh"), earlier_table=earlier_table)
+    with open(tmp_path / "fresh" / "ablations.json") as f:
+        fresh = json.load(f)["rows"]
+    with open(earlier_table) as f:
+        before = json.load(f)["rows"]
+    assert [(row["variant"], row["phase"], row["seeds"], row["per_seed"]) for row in fresh] == [
+        (row["variant"], row["phase"], row["seeds"], row["per_seed"]) for row in before]
+    a_table1 = write_json(tmp_path / "table1.json", {"rows": [{"model": "A", "per_seed": {}}]})
+    with pytest.raises(ReportInputError, match='ablations.json .* "variant" and "phase" and "per_seed"'):
+        write_ablation_report(runs("nowhere", ()), str(tmp_path / "bad"), earlier_table=a_table1)
+
+
+def test_table1_earlier_row_of_the_same_name_or_with_a_remark():
+    earlier = {"A": {"AP": [1.0]}, "b 1, phase size 2 (phases 0-3)": {"AP": [2.0]}, "C (x)": {}, "C (y)": {}}
+    assert earlier_row(earlier, "A") == {"AP": [1.0]}
+    assert earlier_row(earlier, "b 1, phase size 2") == {"AP": [2.0]}  # table3.sh without the run's division
+    assert earlier_row(earlier, "b 1, phase size") is None and earlier_row(earlier, "C") is None  # not one
+    assert earlier_row(None, "A") is None
 
 
 # ---------------------------------------------------------------------------------------------

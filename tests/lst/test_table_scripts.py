@@ -216,6 +216,20 @@ def test_table3_trains_phase_0_once_per_base_size_and_resumes(workspace):
     resumed = (logs / "b2_s4.log").read_text().split("[table3] b 2, phase size 4")[-1]  # the second call's part
     assert "phase 0 of 1: done" in resumed and "phase 1 of 1: done" in resumed and "copied" not in resumed
 
+    # on a machine without the runs, the table comes from the earlier one (rows without the
+    # division's "(phases 0-T)", which only a run knows)
+    elsewhere = out / "elsewhere"
+    earlier = subprocess.run(command[:2] + ["--report-only", "--earlier-table", str(out / "report" / "table3.json"),
+                                            "--output-dir", str(elsewhere / "runs"), "--report-dir", str(elsewhere)]
+                             + command[2:8] + command[12:], env=workspace["env"], capture_output=True, text=True,
+                             timeout=300)
+    assert earlier.returncode == 0, earlier.stdout[-3000:] + earlier.stderr[-3000:]
+    again = json.loads((elsewhere / "table3.json").read_text())
+    assert [row["model"] for row in again["rows"]] == ["b 2, phase size 4", "b 2, phase size 2"]
+    assert [row["sources"] for row in again["rows"]] == [["earlier table"]] * 2
+    assert [row["per_seed"] for row in again["rows"]] == [row["per_seed"] for row in table["rows"]]
+    assert "From the earlier table" in earlier.stdout
+
 
 def test_ablations_share_phase_0_switch_their_part_off_and_report_mean_and_std(workspace):
     out = workspace["dir"] / "ablations"
@@ -257,3 +271,16 @@ def test_ablations_share_phase_0_switch_their_part_off_and_report_mean_and_std(w
     final = json.loads((out / "report" / "ablations_final.json").read_text())
     assert [pair["comparison"] for pair in final["paired"]] == [
         "Distillation off − LST w/o MWG (default)", "No replay − LST w/o MWG (default)"]
+
+    # on a machine without the runs, both reports come from the earlier ones
+    elsewhere = out / "elsewhere"
+    moved = [elsewhere / "lst" if arg == str(out / "lst") else elsewhere / "variants" if arg == str(out / "variants")
+             else elsewhere / "report" if arg == str(out / "report") else arg for arg in command]
+    earlier = subprocess.run(moved[:-2] + ["--report-only", "--earlier-report", str(out / "report")] + moved[-2:],
+                             env=workspace["env"], capture_output=True, text=True, timeout=300)
+    assert earlier.returncode == 0, earlier.stdout[-3000:] + earlier.stderr[-3000:]
+    for name in ("ablations.json", "ablations_final.json"):
+        before, after = (json.loads((root / name).read_text())["rows"] for root in (out / "report", elsewhere / "report"))
+        assert [row["per_seed"] for row in after] == [row["per_seed"] for row in before], name
+        assert {source for row in after for source in row["sources"]} == {"earlier table"}, name
+    assert not (elsewhere / "lst_seed0").exists()
