@@ -118,7 +118,7 @@ def test_run_stopped_by_a_signal_saves_its_iteration_and_resumes(workspace, trai
                 log.exists() and "Start training" in log.read_text()):
             time.sleep(0.01)
         os.killpg(process.pid, sig)
-        _, stderr = process.communicate(timeout=240)
+        stdout, stderr = process.communicate(timeout=240)
     finally:
         if process.poll() is None:
             process.kill()
@@ -127,7 +127,7 @@ def test_run_stopped_by_a_signal_saves_its_iteration_and_resumes(workspace, trai
     stopped_at = load_checkpoint(output_dir / tagged)["iteration"]
     assert tagged == "model_{:07d}.pth".format(stopped_at) and 1 <= stopped_at < 8
     assert "train_net.py: stopped by {} after iteration {}; saved {}: rerun the same command to resume".format(
-        sig.name, stopped_at, output_dir / tagged) in stderr
+        sig.name, stopped_at, output_dir / tagged) in (output_dir / "log.txt").read_text()
     assert not (output_dir / "model_final.pth").exists()
 
     resumed = run_tool("train_net.py", args, workspace["env"])

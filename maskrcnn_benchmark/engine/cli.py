@@ -6,6 +6,7 @@ torch.distributed.run). It then joins the process group over NCCL when MODEL.DEV
 (one GPU per process, chosen by the local rank) or over gloo on the CPU.
 """
 import argparse
+import logging
 import os
 import sys
 
@@ -37,7 +38,7 @@ def run_tool_main(main, tool_name):
     except INPUT_ERRORS as error:
         sys.exit("{}: error: {}".format(tool_name, error))
     except TrainingStopped as stop:
-        print("{}: {}".format(tool_name, stop), file=sys.stderr)
+        logging.getLogger(__name__).warning("%s: %s", tool_name, stop)
         sys.exit(stop.exit_status)
 
 
