@@ -2,6 +2,7 @@
 files the test writes: a one-line error naming the file (or key), the cause and the fix, or a
 logged warning; never a silent fresh start or a silently ignored setting."""
 import argparse
+import datetime
 import errno
 import logging
 import os
@@ -20,7 +21,7 @@ from maskrcnn_benchmark.engine.resume import check_start_iteration, non_finite_l
 from maskrcnn_benchmark.solver import make_lr_scheduler, make_optimizer
 from maskrcnn_benchmark.utils import miscellaneous
 from maskrcnn_benchmark.utils.checkpoint import Checkpointer
-from maskrcnn_benchmark.utils.model_serialization import CheckpointFileError
+from maskrcnn_benchmark.utils.model_serialization import CheckpointFileError, load_torch_file
 
 
 def one_line(message):
@@ -76,6 +77,11 @@ def test_corrupt_checkpoint_names_path_and_cause(tmp_path, corrupt, cause):
     assert message.startswith(path) and cause in message
     assert "weights_only" not in message  # not misdiagnosed as a file with Python objects
     assert "last_checkpoint" in message  # the fix: resume from an earlier checkpoint
+    # The same file given as weights to start from (MODEL.WEIGHT), where Python objects are refused.
+    with pytest.raises(CheckpointFileError) as error:
+        load_torch_file(path)
+    message = one_line(str(error.value))
+    assert message.startswith(path) and cause in message and "weights_only" not in message
 
 
 def test_full_disk_at_checkpoint_time(tmp_path, monkeypatch):
@@ -243,16 +249,22 @@ def test_num_classes_is_checked_against_the_dataset(tmp_path):
         assert "set MODEL.ROI_BOX_HEAD.NUM_CLASSES {}".format(num_categories + 1) in message
 
 
-def test_train_net_exits_with_one_line_on_a_corrupt_weight_file(workspace, tmp_path):
+@pytest.mark.parametrize("write_weights, cause", [
+    (lambda path: path.write_bytes(b"\x80" + random.Random(2).randbytes(2047)), "truncated or corrupt"),
+    (lambda path: torch.save({"model": {}, "started": datetime.date(2020, 6, 1)}, path),
+     "holds Python objects"),
+], ids=["random_bytes_after_a_pickle_mark", "python_objects"])
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
+def test_train_net_exits_with_one_line_on_an_unreadable_weight_file(workspace, tmp_path, write_weights, cause):
     """The command line: no traceback, one line naming the tool, the file and the cause."""
     from fixtures_training import TINY_CONFIG, run_tool
 
     weights = tmp_path / "weights.pth"
-    weights.write_bytes(os.urandom(2048))
+    write_weights(weights)
     result = run_tool("train_net.py", ["--config-file", TINY_CONFIG, "PATHS_CATALOG", workspace["catalog"],
                                        "OUTPUT_DIR", tmp_path / "out", "MODEL.WEIGHT", weights, "SOLVER.MAX_ITER", 1],
                       workspace["env"])
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     last_line = result.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("train_net.py: error: ") and str(weights) in last_line
+    assert last_line.startswith("train_net.py: error: ") and str(weights) in last_line and cause in last_line

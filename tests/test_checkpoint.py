@@ -7,7 +7,6 @@ import datetime
 import hashlib
 import io
 import os
-import pickle
 import shutil
 import urllib.error
 from collections import OrderedDict
@@ -21,6 +20,7 @@ from torch import nn
 from maskrcnn_benchmark.config import cfg as default_cfg
 from maskrcnn_benchmark.utils.checkpoint import Checkpointer, DetectronCheckpointer
 from maskrcnn_benchmark.utils.model_serialization import (
+    CheckpointFileError,
     align_and_update_state_dicts,
     load_state_dict,
     strip_prefix_if_present,
@@ -358,7 +358,7 @@ def test_python_objects_load_only_from_own_checkpoints(tmp_path):
     assert Checkpointer(create_model(), save_dir=str(tmp_path / "run")).load() == {
         "started": datetime.date(2020, 6, 1)}
 
-    with pytest.raises(pickle.UnpicklingError, match="model_final.pth holds Python objects .* weights_only=False"):
+    with pytest.raises(CheckpointFileError, match="model_final.pth holds Python objects .* weights_only=False"):
         Checkpointer(create_model(), save_dir=str(tmp_path / "other")).load(
             str(tmp_path / "run" / "model_final.pth"))
 

@@ -14,12 +14,11 @@ from maskrcnn_benchmark.utils.env import setup_environment  # noqa: F401 isort:s
 
 import argparse
 
-import torch
-
 from maskrcnn_benchmark.config import cfg
 from maskrcnn_benchmark.engine.cli import (
     add_common_arguments,
     init_distributed,
+    leave_distributed,
     load_config,
     parse_arguments,
     run_tool_main,
@@ -85,8 +84,7 @@ def main():
             print("TEST.CALIBRATION.GAMMA {!r}".format(best))
     else:
         run_test(cfg, model, distributed=num_processes > 1, **options)
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    leave_distributed()
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from maskrcnn_benchmark.data import check_num_classes, class_image_counts, make_
 from maskrcnn_benchmark.engine.cli import (
     add_common_arguments,
     init_distributed,
+    leave_distributed,
     load_config,
     log_run_info,
     parse_arguments,
@@ -127,6 +128,16 @@ def train(cfg, local_rank, distributed, phase):
     return model
 
 
+def train_and_test(cfg, local_rank, distributed, phase, skip_test):
+    """Train, then evaluate the final model unless ``skip_test``. The model, and through
+    DistributedDataParallel the process group's worker threads, are released on return: before
+    the process leaves the group, not while the interpreter shuts down (when a gloo worker still
+    releasing a tensor of the last collective aborts the process)."""
+    model = train(cfg, local_rank, distributed, phase)
+    if not skip_test:
+        run_test(cfg, model, distributed, **(phase.evaluation_options() if phase is not None else {}))
+
+
 def main():
     parser = argparse.ArgumentParser(description="PyTorch Object Detection Training")
     add_common_arguments(parser)
@@ -147,12 +158,8 @@ def main():
     logger.info("Saving config into: %s", output_config_path)
     save_config(cfg, output_config_path)
 
-    phase = ResolvedPhase.from_config(cfg)
-    model = train(cfg, local_rank, distributed, phase)
-    if not args.skip_test:
-        run_test(cfg, model, distributed, **(phase.evaluation_options() if phase is not None else {}))
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    train_and_test(cfg, local_rank, distributed, ResolvedPhase.from_config(cfg), args.skip_test)
+    leave_distributed()
 
 
 if __name__ == "__main__":

@@ -147,6 +147,18 @@ def init_distributed(cfg, local_rank_argument):
     return local_rank, num_processes
 
 
+def leave_distributed():
+    """Leave the process group, if this process joined one (at the end of a tool).
+
+    Call it once nothing else holds the group (a DistributedDataParallel model does): its gloo
+    worker threads end only with the last reference, and one still releasing a tensor of the last
+    collective while the interpreter shuts down aborts the process ("terminate called without an
+    active exception").
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def setup_seed(cfg, logger, resumed_config_file=None):
     """Resolve SEED and seed this process's generators (Python, NumPy, torch) with it.
 

@@ -5,10 +5,13 @@ Pretrained weights name their tensors after the network they came from ("conv1.w
 ("backbone.body.stem.conv1.weight", "backbone.body.layer1.0.bn1.weight"). Every model key takes
 the value of the loaded key that is its longest suffix, so both land in the right place.
 """
+import io
 import logging
 import os
 import pickle
-from collections import OrderedDict
+import pickletools
+import zipfile
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 
 import torch
@@ -153,10 +156,28 @@ def _is_torch_file(path):
     return start == b"PK" or start[:1] == b"\x80"
 
 
+def _pickle_error(path):
+    """The error that reading the pickle of ``path`` (a torch.save zip archive's data.pkl, or the
+    file's first pickle in the legacy format) to its end raises, else None: None for an intact
+    file, which torch.load(weights_only=True) refuses only for its Python objects."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                stream = io.BytesIO(archive.read(next(
+                    name for name in archive.namelist() if name.endswith("/data.pkl"))))
+        else:
+            stream = open(path, "rb")
+        with stream:
+            deque(pickletools.genops(stream), maxlen=0)
+    except Exception as error:  # any malformed stream: unknown opcodes, truncation, a missing data.pkl
+        return error
+    return None
+
+
 def _corrupt_file_error(path, error, fix):
     return CheckpointFileError(
         f"{path} cannot be read: it is truncated or corrupt ({os.path.getsize(path)} bytes; "
-        f"torch.load: {_first_line(error)}); {fix}")
+        f"{_first_line(error)}); {fix}")
 
 
 def load_torch_file(path, allow_python_objects=False, fix=None):
@@ -167,9 +188,9 @@ def load_torch_file(path, allow_python_objects=False, fix=None):
             objects besides tensors (only for files one trusts: unpickling can run code).
         fix (str, optional): what to do about a corrupt file, for its error message.
 
-    Raises CheckpointFileError with the path, the cause and the fix for a truncated, corrupt or
-    foreign file, and pickle.UnpicklingError explaining the conversion for an intact file with
-    Python objects (without ``allow_python_objects``).
+    Raises CheckpointFileError with the path, the cause and the fix: for a truncated, corrupt or
+    foreign file, and, explaining the conversion, for an intact file with Python objects (without
+    ``allow_python_objects``).
     """
     fix = fix or "replace it with an intact copy"
     if os.path.getsize(path) > 0 and not _is_torch_file(path):
@@ -179,8 +200,11 @@ def load_torch_file(path, allow_python_objects=False, fix=None):
     try:
         return torch.load(path, map_location=torch.device("cpu"), weights_only=True)
     except pickle.UnpicklingError as error:
+        pickle_error = _pickle_error(path)
+        if pickle_error is not None:
+            raise _corrupt_file_error(path, pickle_error, fix) from error
         if not allow_python_objects:
-            raise pickle.UnpicklingError(
+            raise CheckpointFileError(
                 f"{path} holds Python objects besides tensors, numbers, strings and containers, "
                 f"which torch.load(weights_only=True) refuses because unpickling them can run "
                 f"arbitrary code. If you trust the file, convert it once to plain weights and "
@@ -202,7 +226,7 @@ def load_checkpoint_model(path):
     with "model" (ours, upstream's) or a bare state dict. SystemExit naming the file otherwise."""
     try:
         checkpoint = load_torch_file(path)
-    except (CheckpointFileError, pickle.UnpicklingError) as error:
+    except CheckpointFileError as error:
         raise SystemExit(str(error)) from None
     if not isinstance(checkpoint, Mapping):
         raise SystemExit("{} holds a {}, not a checkpoint dict".format(path, type(checkpoint).__name__))
