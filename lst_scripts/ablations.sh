@@ -110,12 +110,16 @@ experiment_dir() {
 }
 
 # Runs the chain of variant $1 with seed $2 ("-" = the configs'), after copying the default chain's
-# finished phase 0 into it when it has not started.
+# finished phase 0 into it when it has not started; nothing when its experiment is complete.
 train_variant() {
   local variant="$1" seed="$2" experiment seed_opts=() opts=()
   [ "$seed" = - ] && seed=""
   [ -n "$seed" ] && seed_opts=(--seed "$seed")
   experiment=$(experiment_dir "$variant" "$seed")
+  if [ "$(python tools/lst_experiment.py "$experiment" complete)" = complete ]; then
+    echo "[ablations] $variant${seed:+, seed $seed}: done ($experiment)"
+    return
+  fi
   if [ "$variant" != default ]; then
     read -r -a opts <<< "${variant_opts[$variant]}"
     python tools/lst_experiment.py "$experiment" share-phase0 "$(experiment_dir default "$seed")" > /dev/null

@@ -177,7 +177,8 @@ lst_experiment() {
   if [ "$1" = lst_mwg ]; then echo "${lst_dir}_mwg$suffix"; else echo "$lst_dir$suffix"; fi
 }
 
-# Trains LST row $1 with seed $2 by run_phases.sh, as far as it is not done. LST w MWG starts
+# Trains LST row $1 with seed $2 by run_phases.sh, unless its experiment is complete (checked here
+# in one short call: run_phases.sh takes about 40 s to find nothing to do). LST w MWG starts
 # from the w/o-MWG run's phase 0 of the same seed when it is done (phase 0 is the same in both:
 # the generator trains in phases t >= 1).
 train_lst() {
@@ -185,6 +186,10 @@ train_lst() {
   local seed_opts=() mwg_opts=()
   [ -n "$seed" ] && seed_opts=(--seed "$seed")
   experiment=$(lst_experiment "$row" "$seed")
+  if [ "$(python tools/lst_experiment.py "$experiment" complete)" = complete ]; then
+    echo "[table1] $row${seed:+, seed $seed}: done ($experiment)"
+    return
+  fi
   if [ "$row" = lst_mwg ]; then
     mwg_opts=(MODEL.FEW_SHOT.ENABLED True)
     python tools/lst_experiment.py "$experiment" share-phase0 "$(lst_experiment lst "$seed")" > /dev/null

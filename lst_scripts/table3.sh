@@ -105,12 +105,18 @@ experiment_dir() {
 }
 
 # Runs lst_scripts/run_phases.sh for grid point $1/$2 with seed $3 ("-" = the config's) and the
-# run_phases.sh options that follow.
+# run_phases.sh options that follow, unless its experiment is complete (one short call instead of
+# run_phases.sh's checks).
 run_grid_point() {
-  local base="$1" phase_size="$2" seed="${3#-}" seed_opts=()
+  local base="$1" phase_size="$2" seed="${3#-}" seed_opts=() experiment
   shift 3
+  experiment=$(experiment_dir "$base" "$phase_size" "$seed")
+  if [ "$(python tools/lst_experiment.py "$experiment" complete)" = complete ]; then
+    echo "[table3] done ($experiment)"
+    return
+  fi
   [ -n "$seed" ] && seed_opts=(--seed "$seed")
-  bash lst_scripts/run_phases.sh --config-dir "$lst_config_dir" --output-dir "$(experiment_dir "$base" "$phase_size" "$seed")" \
+  bash lst_scripts/run_phases.sh --config-dir "$lst_config_dir" --output-dir "$experiment" \
     "${seed_opts[@]}" --gpus "$gpus" "$@" "${overrides[@]}" MODEL.LST.BASE_SIZE "$base" MODEL.LST.PHASE_SIZE "$phase_size"
 }
 

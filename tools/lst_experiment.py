@@ -5,6 +5,8 @@
     python tools/lst_experiment.py OUT final-dir             # phase T's folder, or OUT/not_finished
     python tools/lst_experiment.py OUT path PHASE FILE       # FILE: one of the names below
     python tools/lst_experiment.py OUT state PHASE           # not started | training | trained | finished
+    python tools/lst_experiment.py OUT complete              # complete (every phase finished, the report
+                                                             # written after the last) | incomplete
     python tools/lst_experiment.py OUT share-phase0 BASE     # copy BASE's finished phase 0 into OUT (if OUT's
                                                              # has not started; with BASE's phases.json if OUT
                                                              # has none): "copied" or "not copied"
@@ -38,6 +40,8 @@ def parse_args(argv=None):
     path.add_argument("file", choices=PHASE_FILES)
     state = commands.add_parser("state", help="print the state of a phase")
     state.add_argument("phase", type=int)
+    commands.add_parser("complete", help="print 'complete' when every phase is finished and the phase report was "
+                        "written after the last one (nothing left for run_phases.sh to do), else 'incomplete'")
     share = commands.add_parser("share-phase0", help="start the experiment from another one's finished phase 0")
     share.add_argument("base", help="the experiment folder whose phase_0/ is copied (and its phases.json when the "
                        "experiment has none; otherwise the two must have the same base classes)")
@@ -60,6 +64,9 @@ def main(argv=None):
             return 0
         if args.command == "final-dir":
             print(shown(experiment.final_phase_dir))
+            return 0
+        if args.command == "complete":
+            print("complete" if experiment.complete else "incomplete")
             return 0
         if args.command == "share-phase0":
             print("copied" if experiment.share_phase0(args.base) else "not copied")

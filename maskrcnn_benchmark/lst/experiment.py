@@ -13,7 +13,8 @@ An experiment folder OUT holds::
                  /model_final.pth    theta_t
                  /weight_generator.pth  the meta weight generator at the end of an MWG phase
                  /inference/<dataset>/metrics.json  its evaluation
-    OUT/report/                      tables and plots (lst.report)
+    OUT/report/                      the phase report: table.md/.json, ap_per_phase.png,
+                                     ap_per_bin.png (lst.report)
 
 A phase is finished when its evaluation exists (a metrics.json under inference/).
 """
@@ -29,6 +30,8 @@ from .division import category_statistics, divide_categories, load_phases, load_
 
 PHASES_FILE_NAME = "phases.json"
 REPORT_DIR_NAME = "report"
+# The phase report (lst.report.write_phase_report), in the order it writes them.
+REPORT_FILE_NAMES = ("table.md", "table.json", "ap_per_phase.png", "ap_per_bin.png")
 PHASE_DIR_FORMAT = "phase_{}"
 CONFIG_FILE_NAME = "config.yml"
 LOG_FILE_NAME = "log.txt"
@@ -146,6 +149,17 @@ class Experiment:
             if metrics is not None:
                 return metrics
         return os.path.join(self.root, NOT_FINISHED_NAME)
+
+    @property
+    def complete(self):
+        """Whether the experiment has nothing left to do: its last phase is evaluated and the
+        phase report was written after that evaluation (every report file at least as new)."""
+        metrics = self.final_metrics_file
+        if not os.path.isfile(metrics):
+            return False
+        reports = [os.path.join(self.report_dir, name) for name in REPORT_FILE_NAMES]
+        return all(os.path.isfile(report) and os.path.getmtime(report) >= os.path.getmtime(metrics)
+                   for report in reports)
 
     def share_phase0(self, base_root):
         """Start this experiment from the finished phase 0 of the experiment ``base_root``, which

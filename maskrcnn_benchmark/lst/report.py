@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 from maskrcnn_benchmark.data.datasets.evaluation.lvis.bins import INSTANCE_COUNT_BINS, training_instance_counts
 from maskrcnn_benchmark.utils.miscellaneous import atomic_open, atomic_write_json, atomic_write_text
 
-from .experiment import Experiment
+from .experiment import REPORT_FILE_NAMES, Experiment
 
 logger = logging.getLogger(__name__)
 
@@ -637,16 +637,15 @@ def write_phase_report(phases_dir, comparisons=()):
     title = phase_title(phases, phases_dir)
     markdown = phase_markdown(rows, title)
     report_dir = Experiment(phases_dir).report_dir
-    atomic_write_text(os.path.join(report_dir, "table.md"), markdown)
-    atomic_write_json({"title": title, "columns": PHASE_COLUMNS, "rows": rows},
-                      os.path.join(report_dir, "table.json"))
+    table_md, table_json, ap_per_phase_png, ap_per_bin_png = (
+        os.path.join(report_dir, name) for name in REPORT_FILE_NAMES)
+    atomic_write_text(table_md, markdown)
+    atomic_write_json({"title": title, "columns": PHASE_COLUMNS, "rows": rows}, table_json)
     other_runs = [(label, phase_rows(other_dir)) for label, other_dir in comparisons]
-    plot_ap_per_phase(rows, os.path.join(report_dir, "ap_per_phase.png"),
-                      "Mask AP per phase: old, new and all classes", other_runs)
+    plot_ap_per_phase(rows, ap_per_phase_png, "Mask AP per phase: old, new and all classes", other_runs)
     series = [("phase {}".format(row["phase"]), row) for row in rows
               if row["status"] == "finished"]
-    plot_grouped_bins(series, os.path.join(report_dir, "ap_per_bin.png"),
-                      "Mask AP per training instance-count bin, after each phase")
+    plot_grouped_bins(series, ap_per_bin_png, "Mask AP per training instance-count bin, after each phase")
     return markdown
 
 

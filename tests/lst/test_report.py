@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from maskrcnn_benchmark.lst.experiment import Experiment
 from maskrcnn_benchmark.lst.report import (
     PHASE_COLUMNS,
     TABLE1_COLUMNS,
@@ -440,6 +441,28 @@ def test_phase_report_with_comparison_and_errors(tmp_path):
     with pytest.raises(ReportInputError, match="segm") as error:
         write_phase_report(root)
     assert bad in str(error.value)
+
+
+def test_an_experiment_is_complete_once_its_report_follows_the_last_evaluation(tmp_path):
+    root = str(tmp_path / "lst")
+    experiment = Experiment(root)
+    make_phases_dir(root, finished=[0, 1, 2])
+    write_phase_report(root)
+    assert not experiment.complete  # phase 3 not evaluated
+    make_phases_dir(root, finished=[3])
+    evaluated = os.path.getmtime(experiment.final_metrics_file)
+    for name in os.listdir(os.path.join(root, "report")):
+        os.utime(os.path.join(root, "report", name), (evaluated - 1, evaluated - 1))
+    assert not experiment.complete  # evaluated after the report was written
+    write_phase_report(root)
+    assert experiment.complete
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")])))
+    tool = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tools", "lst_experiment.py"), root, "complete"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert tool.returncode == 0 and tool.stdout.strip() == "complete", tool.stderr
+    os.remove(os.path.join(root, "report", "ap_per_bin.png"))  # a report interrupted before its last plot
+    assert not experiment.complete
 
 
 def test_ablation_report_gives_each_variant_and_phase_mean_and_std_over_its_seeds(tmp_path):

@@ -214,7 +214,8 @@ def test_table3_trains_phase_0_once_per_base_size_and_resumes(workspace):
     second = subprocess.run(command, env=workspace["env"], capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     resumed = (logs / "b2_s4.log").read_text().split("[table3] b 2, phase size 4")[-1]  # the second call's part
-    assert "phase 0 of 1: done" in resumed and "phase 1 of 1: done" in resumed and "copied" not in resumed
+    # a complete experiment is recognised without run_phases.sh
+    assert "[table3] done ({})".format(sharer) in resumed and "[lst]" not in resumed
 
     # on a machine without the runs, the table comes from the earlier one (rows without the
     # division's "(phases 0-T)", which only a run knows)
@@ -271,6 +272,16 @@ def test_ablations_share_phase_0_switch_their_part_off_and_report_mean_and_std(w
     final = json.loads((out / "report" / "ablations_final.json").read_text())
     assert [pair["comparison"] for pair in final["paired"]] == [
         "Distillation off − LST w/o MWG (default)", "No replay − LST w/o MWG (default)"]
+
+    job_logs = sorted((out / "variants" / "logs").glob("*.log"))
+    first_call_logs = [log.read_text() for log in job_logs]
+    resumed = subprocess.run(command, env=workspace["env"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    second_call_logs = "".join(log.read_text()[len(before):] for log, before in zip(job_logs, first_call_logs))
+    for variant in ("default", "kd_off", "replay_none"):  # complete experiments, recognised without run_phases.sh
+        for seed in (0, 1):
+            assert "[ablations] {}, seed {}: done".format(variant, seed) in second_call_logs
+    assert "[lst]" not in second_call_logs
 
     # on a machine without the runs, both reports come from the earlier ones
     elsewhere = out / "elsewhere"
