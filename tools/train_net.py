@@ -129,10 +129,9 @@ def train(cfg, local_rank, distributed, phase):
 
 
 def train_and_test(cfg, local_rank, distributed, phase, skip_test):
-    """Train, then evaluate the final model unless ``skip_test``. The model, and through
-    DistributedDataParallel the process group's worker threads, are released on return: before
-    the process leaves the group, not while the interpreter shuts down (when a gloo worker still
-    releasing a tensor of the last collective aborts the process)."""
+    """Train, then evaluate the final model unless ``skip_test``; the model (which holds the
+    process group when distributed) is not kept beyond, so that leave_distributed() can end the
+    group's worker threads."""
     model = train(cfg, local_rank, distributed, phase)
     if not skip_test:
         run_test(cfg, model, distributed, **(phase.evaluation_options() if phase is not None else {}))

@@ -6,6 +6,7 @@ torch.distributed.run). It then joins the process group over NCCL when MODEL.DEV
 (one GPU per process, chosen by the local rank) or over gloo on the CPU.
 """
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -150,12 +151,14 @@ def init_distributed(cfg, local_rank_argument):
 def leave_distributed():
     """Leave the process group, if this process joined one (at the end of a tool).
 
-    Call it once nothing else holds the group (a DistributedDataParallel model does): its gloo
-    worker threads end only with the last reference, and one still releasing a tensor of the last
-    collective while the interpreter shuts down aborts the process ("terminate called without an
-    active exception").
+    Its gloo worker threads end only when the last reference to the group goes, and a worker
+    still releasing a tensor of the last collective while the interpreter shuts down aborts the
+    process ("terminate called without an active exception"). So the objects in reference cycles
+    that hold the group (a DistributedDataParallel model, held by the trainer that its hooks point
+    back to) are collected first, while the interpreter runs.
     """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
